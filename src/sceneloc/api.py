@@ -1,0 +1,141 @@
+"""The Python API: ``sceneloc.load(...)`` and ``Grounder.locate(...)``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from sceneloc.backends.base import Backend
+from sceneloc.boxes import clip_box, is_inside
+from sceneloc.errors import InvalidQueryError, SceneLocError
+from sceneloc.images import ImageInput, load_image
+from sceneloc.registry import resolve
+from sceneloc.types import Candidate, LocateResult
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise SceneLocError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SceneLocError("device 'cuda' was asked for but this machine has no usable CUDA GPU")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise SceneLocError("device 'mps' was asked for but it is not available here")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, half_ok: bool) -> torch.dtype:
+    """``auto``: float32 on CPU; bfloat16 (else float16) on a GPU when the model tolerates it."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cpu" or not half_ok:
+            return torch.float32
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise SceneLocError(f"unknown dtype {dtype!r} (use auto, {', '.join(DTYPES)})") from None
+
+
+def normalize_queries(queries: str | Sequence[str]) -> list[str]:
+    """One query or several, each stripped; empty or blank ones are refused."""
+    items = [queries] if isinstance(queries, str) else list(queries)
+    if not items:
+        raise InvalidQueryError("no query given")
+    cleaned = []
+    for index, query in enumerate(items):
+        if not isinstance(query, str):
+            raise InvalidQueryError(f"query {index + 1} is not text: {query!r}")
+        if not query.strip():
+            raise InvalidQueryError(f"query {index + 1} is empty or blank")
+        cleaned.append(" ".join(query.split()))
+    return cleaned
+
+
+class Grounder:
+    """A loaded model that answers referring queries about images."""
+
+    def __init__(self, backend: Backend, name: str) -> None:
+        self.backend = backend
+        self.name = name
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backend.dtype
+
+    def __repr__(self) -> str:
+        return f"Grounder({self.name!r}, backend={self.backend.backend_name!r}, device={self.device}, dtype={self.dtype})"
+
+    def locate(
+        self,
+        image: ImageInput,
+        queries: str | Sequence[str],
+        threshold: float | None = None,
+        top_k: int = 5,
+    ) -> list[LocateResult]:
+        """Find what each query describes; one :class:`LocateResult` per query, in order.
+
+        ``image`` is a path, raw bytes or a PIL image. ``threshold`` defaults to the
+        backend's own; ``top_k`` caps the ranked candidates kept per query.
+        """
+        texts = normalize_queries(queries)
+        if top_k < 1:
+            raise SceneLocError(f"top_k must be at least 1, got {top_k}")
+        threshold = self.backend.default_threshold if threshold is None else float(threshold)
+        picture = load_image(image).image
+        with torch.inference_mode():
+            raw = self.backend.predict(picture, texts, threshold)
+        return [
+            LocateResult(query=text, candidates=rank(found, picture.size, threshold, top_k), image=picture)
+            for text, found in zip(texts, raw)
+        ]
+
+
+def rank(
+    candidates: list[Candidate], size: tuple[int, int], threshold: float, top_k: int
+) -> list[Candidate]:
+    """Drop boxes outside the image or under the threshold, clip the rest, best first."""
+    width, height = size
+    kept = [
+        Candidate(clip_box(c.box, width, height), float(c.score), c.label)
+        for c in candidates
+        if c.score >= threshold and is_inside(c.box, width, height)
+    ]
+    kept.sort(key=lambda c: c.score, reverse=True)
+    return kept[:top_k]
+
+
+def load(name_or_path: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **options) -> Grounder:
+    """Load a grounding model by short name (``sceneloc models``), hub id or local directory.
+
+    Extra keyword ``options`` go to the backend (for example ``detector=`` for ``clip-rerank``).
+    """
+    backend_info, checkpoint = resolve(name_or_path)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device, backend_info.cls.half_precision)
+    logger.info("loading %s (%s) on %s as %s", name_or_path, backend_info.name, torch_device, torch_dtype)
+    backend = backend_info.cls(checkpoint, torch_device, torch_dtype, **options)
+    return Grounder(backend, name_or_path)

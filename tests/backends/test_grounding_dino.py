@@ -1,0 +1,79 @@
+"""Grounding DINO / MM-Grounding-DINO backend against transformers' own reference path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+import sceneloc
+from sceneloc.api import rank
+from sceneloc.types import Candidate
+
+QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
+THRESHOLD = 0.05
+TOP_K = 4
+
+
+def reference(checkpoint, image, query: str) -> list[Candidate]:
+    """What the model's own processor and post-processing give for one query asked alone."""
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(checkpoint).eval()
+    inputs = processor(images=image, text=query.lower() + ".", return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+    (found,) = processor.post_process_grounded_object_detection(
+        outputs, threshold=THRESHOLD, target_sizes=[(image.height, image.width)]
+    )
+    raw = [Candidate(b.tolist(), float(s), "") for b, s in zip(found["boxes"], found["scores"])]
+    return rank(raw, image.size, THRESHOLD, TOP_K)
+
+
+@pytest.fixture(params=["grounding_dino_dir", "mm_grounding_dino_dir"])
+def checkpoint(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_matches_reference_for_each_query_asked_with_others(checkpoint, scene):
+    grounder = sceneloc.load(str(checkpoint), device="cpu")
+    results = grounder.locate(scene, QUERIES, threshold=THRESHOLD, top_k=TOP_K)
+    assert [r.query for r in results] == QUERIES
+    for result in results:
+        expected = reference(checkpoint, scene, result.query)
+        assert expected, "the tiny model should give candidates above the threshold"
+        assert len(result.candidates) == len(expected)
+        for got, want in zip(result.candidates, expected):
+            assert got.box == pytest.approx(want.box, abs=1e-3)
+            assert got.score == pytest.approx(want.score, abs=1e-5)
+
+
+def test_query_alone_equals_query_among_others(grounding_dino_dir, scene):
+    grounder = sceneloc.load(str(grounding_dino_dir), device="cpu")
+    together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=10)
+    for result in together:
+        (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=10)
+        assert len(alone.candidates) == len(result.candidates) == 10
+        for got, want in zip(result.candidates, alone.candidates):
+            assert got.box == pytest.approx(want.box, abs=1e-3)
+        assert [c.score for c in alone.candidates] == pytest.approx(
+            [c.score for c in result.candidates], abs=1e-5
+        )
+
+
+def test_queries_batched_into_one_forward(grounding_dino_dir, scene):
+    grounder = sceneloc.load(str(grounding_dino_dir), device="cpu")
+    calls = []
+    hook = grounder.backend.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        grounder.locate(scene, [f"object number {i}" for i in range(8)])
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+
+
+def test_labels_are_words_of_the_query(grounding_dino_dir, scene):
+    grounder = sceneloc.load(str(grounding_dino_dir), device="cpu")
+    (result,) = grounder.locate(scene, "The Red Square", threshold=0.0)
+    for candidate in result.candidates:
+        assert "[" not in candidate.label
+        assert set(candidate.label.split()) <= {"the", "red", "square"}

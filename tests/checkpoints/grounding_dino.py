@@ -1,0 +1,62 @@
+"""Tiny randomly initialised Grounding DINO / MM-Grounding-DINO checkpoints on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    BertConfig,
+    GroundingDinoConfig,
+    GroundingDinoForObjectDetection,
+    GroundingDinoImageProcessor,
+    GroundingDinoProcessor,
+    MMGroundingDinoConfig,
+    MMGroundingDinoForObjectDetection,
+    SwinConfig,
+)
+
+from checkpoints.wordpiece import bert_tokenizer
+
+SMALL = dict(
+    num_queries=30,
+    encoder_layers=1,
+    decoder_layers=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    d_model=32,
+    num_feature_levels=2,
+    encoder_n_points=2,
+    decoder_n_points=2,
+    max_text_len=32,
+)
+
+
+def build_grounding_dino(directory: Path, mm: bool = False, seed: int = 0) -> Path:
+    """Save a tiny (MM-)Grounding-DINO with a real BERT vocabulary and a 96-px processor."""
+    backbone = SwinConfig(
+        image_size=96, embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=4,
+        out_features=["stage2", "stage3"],
+    )  # fmt: skip
+    text = BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    config_cls, model_cls = (
+        (MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
+        if mm
+        else (GroundingDinoConfig, GroundingDinoForObjectDetection)
+    )
+    config = config_cls(backbone_config=backbone, text_config=text, **SMALL)
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    if not mm:  # MM-Grounding-DINO's logit bias already keeps random scores unsaturated.
+        with torch.no_grad():
+            # Shrink the decoder's output so random logits spread over (0, 1).
+            model.model.decoder.layer_norm.weight.mul_(0.1)
+    model.save_pretrained(directory)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 160})
+    GroundingDinoProcessor(image_processor, bert_tokenizer()).save_pretrained(directory)
+    return directory

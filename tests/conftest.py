@@ -1,0 +1,42 @@
+"""Shared fixtures: test images and tiny checkpoints built on disk (no network)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def draw_scene(width: int = 160, height: int = 96) -> Image.Image:
+    """A small non-square scene with a few coloured shapes."""
+    image = Image.new("RGB", (width, height), (200, 190, 170))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([10, 10, 50, 60], fill=(200, 30, 30))
+    draw.ellipse([70, 20, 110, 70], fill=(30, 160, 40))
+    draw.polygon([(120, 80), (150, 80), (135, 50)], fill=(40, 60, 200))
+    return image
+
+
+@pytest.fixture(scope="session")
+def scene() -> Image.Image:
+    return draw_scene()
+
+
+@pytest.fixture(scope="session")
+def grounding_dino_dir(tmp_path_factory) -> Path:
+    from checkpoints.grounding_dino import build_grounding_dino
+
+    return build_grounding_dino(tmp_path_factory.mktemp("grounding-dino"))
+
+
+@pytest.fixture(scope="session")
+def mm_grounding_dino_dir(tmp_path_factory) -> Path:
+    from checkpoints.grounding_dino import build_grounding_dino
+
+    return build_grounding_dino(tmp_path_factory.mktemp("mm-grounding-dino"), mm=True)

@@ -7,10 +7,12 @@ classes read ``model_type`` from ``config.json``.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from sceneloc.errors import ModelNotFoundError, UnsupportedModelError
@@ -106,10 +108,9 @@ def read_config(checkpoint: str) -> dict:
     except (OSError, ValueError) as exc:
         logger.debug("config lookup failed for %s: %s", checkpoint, exc)
         raise ModelNotFoundError(
-            f"cannot find model {checkpoint!r}: give a short name (see `sceneloc models`), a "
-            "Hugging Face hub id, or a local directory with config.json. Offline? Download it "
-            "once with network access (hub cache) or pass a local path; HF_HUB_OFFLINE=1 "
-            "uses only the cache."
+            f"cannot get model {checkpoint!r} from the Hugging Face hub: check the id, or, "
+            "offline, download it once where there is network (then HF_HUB_OFFLINE=1 uses the "
+            "cache) or pass a local directory"
         ) from None
     return config
 
@@ -120,6 +121,7 @@ def resolve(name_or_path: str) -> tuple[BackendInfo, str]:
     model = _MODELS.get(name_or_path)
     if model is not None:
         return _BACKENDS[model.backend], model.checkpoint
+    _reject_unlikely_names(name_or_path)
     model_type = read_config(name_or_path).get("model_type")
     for backend in _BACKENDS.values():
         if model_type in backend.model_types:
@@ -128,6 +130,25 @@ def resolve(name_or_path: str) -> tuple[BackendInfo, str]:
         f"{name_or_path!r} is a {model_type or 'model without model_type'!s} checkpoint, which no "
         f"sceneloc backend handles (supported: {', '.join(_supported_types())})"
     )
+
+
+def _reject_unlikely_names(name: str) -> None:
+    """Fail fast, without asking the hub, for a missing local path or an unknown short name."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{name} has no config.json: it is not a model directory")
+        return
+    looks_local = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    if looks_local:
+        raise ModelNotFoundError(f"model directory not found: {name}")
+    if "/" not in name:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ModelNotFoundError(
+            f"unknown model {name!r}: {hint}use a short name from `sceneloc models`, a hub id "
+            "such as IDEA-Research/grounding-dino-tiny, or a local directory"
+        )
 
 
 def _supported_types() -> list[str]:

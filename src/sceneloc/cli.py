@@ -1,0 +1,145 @@
+"""The ``sceneloc`` command: a thin typer layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sceneloc.errors import SceneLocError
+
+app = typer.Typer(
+    help="Find the region of an image that a natural-language description refers to.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_MODEL = "grounding-dino-base"
+EXIT_USAGE = 2
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+        transformers.logging.disable_progress_bar()
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error and return the exit to raise (status 2: bad input)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "query"
+
+
+@app.command()
+def locate(
+    image: Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, TIFF, ...).")],
+    query: Annotated[
+        list[str], typer.Option("--query", "-q", help="What to find; repeat for several queries.")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Short name, hub id or local directory.")
+    ] = DEFAULT_MODEL,
+    threshold: Annotated[
+        float | None, typer.Option(help="Minimum score (default: the model's own).")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Candidates kept per query.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the annotated image and one crop per query.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout.")] = False,
+) -> None:
+    """Locate each query in IMAGE and print its box, score and candidates."""
+    import sceneloc
+
+    try:
+        picture = sceneloc.load_image(image)  # fail fast on bad input, before loading a model
+        queries = sceneloc.api.normalize_queries(query)
+        grounder = sceneloc.load(model, device=device, dtype=dtype)
+        results = grounder.locate(picture.image, queries, threshold=threshold, top_k=top_k)
+    except SceneLocError as exc:
+        raise fail(str(exc)) from None
+    payload = sceneloc.results_to_dict(results, model=model, path=str(image))
+    if out is not None:
+        write_outputs(out, image.stem, results)
+    if as_json:
+        typer.echo(json.dumps(payload))
+    else:
+        print_table(payload)
+        if out is not None:
+            console.print(f"wrote the annotated image and crops to {out}")
+
+
+def write_outputs(folder: Path, stem: str, results: list) -> None:
+    """The annotated image and one crop per found query, named after the query."""
+    from sceneloc.types import draw_results
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        draw_results(results[0].image, results).save(folder / f"{stem}.annotated.png")
+        for index, result in enumerate(results, start=1):
+            crop = result.crop()
+            if crop is not None:
+                crop.save(folder / f"{stem}.crop{index:02d}.{slug(result.query)}.png")
+    except OSError as exc:
+        raise fail(f"cannot write to {folder}: {exc.strerror or exc}") from None
+
+
+def print_table(payload: dict) -> None:
+    image = payload["image"]
+    table = Table(
+        title=f"{image['path']} ({image['width']}x{image['height']}) - {payload['model']}",
+        title_justify="left",
+    )
+    for column, justify in (("#", "right"), ("query", "left"), ("box (x1, y1, x2, y2)", "left"),
+                            ("score", "right"), ("candidates", "right")):  # fmt: skip
+        table.add_column(column, justify=justify)
+    for index, result in enumerate(payload["results"], start=1):
+        box = result["box"]
+        table.add_row(
+            str(index),
+            result["query"],
+            ", ".join(f"{v:.1f}" for v in box) if box else "[dim]not found[/]",
+            f"{result['score']:.3f}" if result["score"] is not None else "-",
+            str(len(result["candidates"])),
+        )
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the available models, their checkpoints and what each can do."""
+    from sceneloc.registry import get_backend, list_models
+
+    table = Table(title="sceneloc models (any hub id or local directory of these types works too)")
+    for column in ("name", "checkpoint", "backend", "can do", "about"):
+        table.add_column(column, overflow="fold")
+    for info in list_models():
+        backend = get_backend(info.backend)
+        marker = " (default)" if info.name == DEFAULT_MODEL else ""
+        table.add_row(
+            info.name + marker, info.checkpoint, info.backend,
+            ", ".join(backend.capabilities), info.description,
+        )  # fmt: skip
+    console.print(table)

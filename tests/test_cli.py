@@ -1,0 +1,141 @@
+"""The command line as a user meets it: table, JSON, --out, and every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sceneloc.cli import app
+from test_images import exif_rotated_jpeg, huge_png_header, png_bytes
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def image_path(scene, tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "scene.png"
+    scene.save(path)
+    return path
+
+
+def locate(*args: str):
+    return runner.invoke(app, ["locate", *args])
+
+
+def test_table_output(image_path, grounding_dino_dir):
+    result = locate(str(image_path), "-q", "the red square", "-q", "a blue triangle",
+                    "--model", str(grounding_dino_dir), "--threshold", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "the red square" in result.stdout and "a blue triangle" in result.stdout
+    assert "160x96" in result.stdout
+
+
+def test_json_schema(image_path, grounding_dino_dir):
+    result = locate(str(image_path), "-q", "the red square", "-q", "a unicorn",
+                    "--model", str(grounding_dino_dir), "--json", "--top-k", "2",
+                    "--threshold", "0.5", "--device", "cpu", "--dtype", "float32")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
+    assert set(payload) == {"image", "model", "results"}
+    assert payload["image"] == {"path": str(image_path), "width": 160, "height": 96}
+    assert payload["model"] == str(grounding_dino_dir)
+    assert [r["query"] for r in payload["results"]] == ["the red square", "a unicorn"]
+    for item in payload["results"]:
+        assert set(item) == {"query", "box", "score", "candidates"}
+        assert len(item["candidates"]) <= 2
+        for candidate in item["candidates"]:
+            assert set(candidate) == {"box", "score", "label"}
+            assert len(candidate["box"]) == 4 and candidate["score"] >= 0.5
+        if item["candidates"]:
+            assert item["box"] == item["candidates"][0]["box"]
+        else:
+            assert item["box"] is None and item["score"] is None
+
+
+def test_out_writes_annotated_image_and_crops(image_path, grounding_dino_dir, tmp_path):
+    out = tmp_path / "out"
+    result = locate(str(image_path), "-q", "the red square", "-q", "green circle",
+                    "--model", str(grounding_dino_dir), "--threshold", "0", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "scene.annotated.png",
+        "scene.crop01.the-red-square.png",
+        "scene.crop02.green-circle.png",
+    ]
+
+
+def test_exif_rotated_jpeg_reports_oriented_size(grounding_dino_dir, scene, tmp_path):
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(exif_rotated_jpeg(scene))
+    result = locate(str(path), "-q", "red", "--model", str(grounding_dino_dir), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["image"] | {"path": None} == {
+        "path": None, "width": 96, "height": 160,
+    }  # fmt: skip
+
+
+def bad_image(tmp_path, kind: str, scene):
+    path = tmp_path / f"{kind}.png"
+    if kind == "text":
+        path.write_text("not an image at all")
+    elif kind == "truncated":
+        data = png_bytes(scene.resize((640, 384)))
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "bomb":
+        path.write_bytes(huge_png_header())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "image not found"),
+        ("text", "not an image"),
+        ("truncated", "cannot decode"),
+        ("bomb", "pixels"),
+    ],
+)
+def test_bad_images_exit_2_with_one_line(kind, message, scene, tmp_path):
+    path = bad_image(tmp_path, kind, scene)
+    result = locate(str(path), "-q", "anything", "--model", "/no/model/needed")
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-q", "  "], "empty or blank"),
+        (["-q", ""], "empty or blank"),
+        (["-q", "x", "--model", "/no/such/model"], "model directory not found"),
+        (["-q", "x", "--model", "grounding-dino-tni"], "did you mean"),
+        (["-q", "x", "--dtype", "float8"], "unknown dtype"),
+        (["-q", "x", "--device", "tpu"], "unknown device"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message, image_path, grounding_dino_dir):
+    if "--model" not in args:
+        args = [*args, "--model", str(grounding_dino_dir)]
+    result = locate(str(image_path), *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_query_is_a_usage_error(image_path):
+    result = locate(str(image_path))
+    assert result.exit_code == 2
+    assert "--query" in result.output
+
+
+def test_models_lists_every_backend_with_its_checkpoint():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "240"})
+    assert result.exit_code == 0
+    for name in ("grounding-dino-base", "IDEA-Research/grounding-dino-tiny", "owlv2-base",
+                 "florence-2-large", "clip-rerank"):  # fmt: skip
+        assert name in result.stdout

@@ -32,7 +32,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise SceneLocError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise SceneLocError(
+            f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise SceneLocError("device 'cuda' was asked for but this machine has no usable CUDA GPU")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
@@ -109,7 +111,9 @@ class Grounder:
         with torch.inference_mode():
             raw = self.backend.predict(picture, texts, threshold)
         return [
-            LocateResult(query=text, candidates=rank(found, picture.size, threshold, top_k), image=picture)
+            LocateResult(
+                query=text, candidates=rank(found, picture.size, threshold, top_k), image=picture
+            )
             for text, found in zip(texts, raw)
         ]
 
@@ -128,7 +132,12 @@ def rank(
     return kept[:top_k]
 
 
-def load(name_or_path: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", **options) -> Grounder:
+def load(
+    name_or_path: str,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    **options,
+) -> Grounder:
     """Load a grounding model by short name (``sceneloc models``), hub id or local directory.
 
     Extra keyword ``options`` go to the backend (for example ``detector=`` for ``clip-rerank``).
@@ -136,6 +145,8 @@ def load(name_or_path: str, device: str | torch.device = "auto", dtype: str | to
     backend_info, checkpoint = resolve(name_or_path)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device, backend_info.cls.half_precision)
-    logger.info("loading %s (%s) on %s as %s", name_or_path, backend_info.name, torch_device, torch_dtype)
+    logger.info(
+        "loading %s (%s) on %s as %s", name_or_path, backend_info.name, torch_device, torch_dtype
+    )
     backend = backend_info.cls(checkpoint, torch_device, torch_dtype, **options)
     return Grounder(backend, name_or_path)

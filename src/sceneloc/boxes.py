@@ -46,5 +46,9 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
 def union_box(boxes: Sequence[Sequence[float]]) -> Box:
     """The smallest box containing all the given boxes."""
     arr = np.asarray(boxes, dtype=float).reshape(-1, 4)
-    return [float(arr[:, 0].min()), float(arr[:, 1].min()), float(arr[:, 2].max()), float(arr[:, 3].max())]
-
+    return [
+        float(arr[:, 0].min()),
+        float(arr[:, 1].min()),
+        float(arr[:, 2].max()),
+        float(arr[:, 3].max()),
+    ]

@@ -26,7 +26,11 @@ class Candidate:
     label: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": [round(v, 2) for v in self.box], "score": round(self.score, 4), "label": self.label}
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "score": round(self.score, 4),
+            "label": self.label,
+        }
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,9 @@ class LocateResult:
         if self.box is None:
             return None
         x1, y1, x2, y2 = self.box
-        return self.image.crop((int(x1), int(y1), max(int(x1) + 1, round(x2)), max(int(y1) + 1, round(y2))))
+        return self.image.crop(
+            (int(x1), int(y1), max(int(x1) + 1, round(x2)), max(int(y1) + 1, round(y2)))
+        )
 
     def draw(self, all_candidates: bool = False) -> Image.Image:
         """A copy of the image with this result's box (or all its candidates) drawn."""
@@ -90,7 +96,9 @@ def draw_results(
         colour = PALETTE[index % len(PALETTE)]
         shown = result.candidates if all_candidates else result.candidates[:1]
         for rank, candidate in enumerate(shown):
-            draw.rectangle(candidate.box, outline=colour, width=width if rank == 0 else max(1, width // 2))
+            draw.rectangle(
+                candidate.box, outline=colour, width=width if rank == 0 else max(1, width // 2)
+            )
             if rank == 0:
                 text = f"{result.query} {candidate.score:.2f}"
                 left, top = candidate.box[0], max(0.0, candidate.box[1] - font.size - 2 * width)

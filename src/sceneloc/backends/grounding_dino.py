@@ -1,15 +1,21 @@
 """Grounding DINO and MM-Grounding-DINO: open-set detection conditioned on a text prompt.
 
-The image and the text are fused early in the encoder, so the image cannot be encoded
-once for all queries. Instead each query becomes one row of a batch (the image is
-preprocessed once and repeated); padding is masked by the model, so every row gives what
-the query would give alone.
+Image and text are fused from the encoder on, so only the image backbone can be shared
+between queries: it runs once per ``locate`` call and its features are reused for every
+query. The fused part runs on queries in batches (padding is masked by the model, so each
+row gives what its query gives alone). Batches help on a GPU; on a CPU, measured in
+``benchmarks/queries_per_call.py``, one query at a time is faster, so that is the default
+there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from PIL import Image
+from torch import nn
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
 from sceneloc.backends.base import Backend, from_pretrained
@@ -21,6 +27,41 @@ def prompt_for(query: str) -> str:
     """The prompt form the model was trained on: lower case, ending with a period."""
     text = query.strip().lower()
     return text if text.endswith(".") else f"{text}."
+
+
+class SharedBackbone(nn.Module):
+    """Wraps the image backbone so that, inside :meth:`shared`, it runs once per image.
+
+    Every row of a batch holds the same image, so the first row's features are computed
+    once and expanded to any later batch size.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.position_embedding = backbone.position_embedding  # the model reads it directly
+        self._cache: tuple | None = None
+        self._sharing = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        self._sharing, self._cache = True, None
+        try:
+            yield
+        finally:
+            self._sharing, self._cache = False, None
+
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple:
+        if not self._sharing:
+            return self.backbone(pixel_values, pixel_mask)
+        if self._cache is None:
+            self._cache = self.backbone(pixel_values[:1], pixel_mask[:1])
+        features, positions = self._cache
+        batch = pixel_values.shape[0]
+        return (
+            [(f.expand(batch, *f.shape[1:]), m.expand(batch, *m.shape[1:])) for f, m in features],
+            [p.expand(batch, *p.shape[1:]) for p in positions],
+        )
 
 
 @register_backend(
@@ -47,17 +88,40 @@ class GroundingDinoBackend(Backend):
     #: Tokens scoring above this form a candidate's label (the processor's default).
     text_threshold = 0.25
 
-    def __init__(self, checkpoint: str, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        query_batch_size: int | None = None,
+    ) -> None:
+        """``query_batch_size``: queries per forward pass (default: 1 on CPU, 8 elsewhere)."""
         super().__init__(checkpoint, device, dtype)
         self.processor = from_pretrained(AutoProcessor.from_pretrained, checkpoint)
         model = from_pretrained(AutoModelForZeroShotObjectDetection.from_pretrained, checkpoint)
         self.model = model.to(device=device, dtype=dtype).eval()
+        self.backbone = SharedBackbone(self.model.model.backbone)
+        self.model.model.backbone = self.backbone
         self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
+        self.query_batch_size = query_batch_size or (1 if device.type == "cpu" else 8)
 
     def predict(
         self, image: Image.Image, queries: list[str], threshold: float
     ) -> list[list[Candidate]]:
         pixels = self.processor.image_processor(images=image, return_tensors="pt")
+        step = self.query_batch_size
+        with self.backbone.shared():
+            return [
+                found
+                for start in range(0, len(queries), step)
+                for found in self._predict_batch(
+                    image, pixels, queries[start : start + step], threshold
+                )
+            ]
+
+    def _predict_batch(
+        self, image: Image.Image, pixels: dict, queries: list[str], threshold: float
+    ) -> list[list[Candidate]]:
         text = self.processor.tokenizer(
             [prompt_for(q) for q in queries],
             padding=True,

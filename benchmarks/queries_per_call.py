@@ -27,12 +27,13 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import sceneloc  # noqa: E402
-from checkpoints.clip import build_clip_rerank  # noqa: E402
-from checkpoints.florence2 import build_florence2  # noqa: E402
-from checkpoints.grounding_dino import build_grounding_dino  # noqa: E402
-from checkpoints.owlv2 import build_owlv2  # noqa: E402
-from conftest import draw_scene  # noqa: E402
+from checkpoints.clip import build_clip_rerank
+from checkpoints.florence2 import build_florence2
+from checkpoints.owlv2 import build_owlv2
+
+import sceneloc
+from checkpoints.grounding_dino import build_grounding_dino
+from conftest import draw_scene
 
 QUERIES = [
     "a vendor selling vegetables",
@@ -81,7 +82,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             grounder = sceneloc.load(str(BUILDERS[name](Path(tmp))), device="cpu")
             grounder.locate(image, QUERIES[0])  # warm-up: first-call allocations and caches
-            together = timed(lambda g=grounder: g.locate(image, QUERIES, threshold=0.0), args.repeats)
+            together = timed(
+                lambda g=grounder: g.locate(image, QUERIES, threshold=0.0), args.repeats
+            )
             apart = timed(
                 lambda g=grounder: [g.locate(image, q, threshold=0.0) for q in QUERIES],
                 args.repeats,

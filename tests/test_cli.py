@@ -56,8 +56,9 @@ def test_json_schema(image_path, grounding_dino_dir):
 
 def test_out_writes_annotated_image_and_crops(image_path, grounding_dino_dir, tmp_path):
     out = tmp_path / "out"
+    model = str(grounding_dino_dir)
     result = locate(str(image_path), "-q", "the red square", "-q", "green circle",
-                    "--model", str(grounding_dino_dir), "--threshold", "0", "--out", str(out))  # fmt: skip
+                    "--out", str(out), "--model", model, "--threshold", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
     assert names == [

@@ -52,5 +52,5 @@ def test_missing_models_fail_fast_with_a_hint(name, message):
 
 
 def test_directory_without_config(tmp_path):
-    with pytest.raises(sceneloc.ModelNotFoundError, match="config.json"):
+    with pytest.raises(sceneloc.ModelNotFoundError, match=r"config\.json"):
         sceneloc.load(str(tmp_path))

@@ -89,7 +89,8 @@ class Grounder:
         return self.backend.dtype
 
     def __repr__(self) -> str:
-        return f"Grounder({self.name!r}, backend={self.backend.backend_name!r}, device={self.device}, dtype={self.dtype})"
+        backend = self.backend.backend_name
+        return f"Grounder({self.name!r}, {backend=}, device={self.device}, dtype={self.dtype})"
 
     def locate(
         self,

@@ -11,14 +11,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sceneloc.errors import ImageTooLargeError, InvalidImageError
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image]
+ImageInput = str | os.PathLike | bytes | bytearray | Image.Image
 
 #: Largest image accepted, in pixels (width x height). 64 megapixels covers 8K frames and
 #: large panoramas; raise it with the ``SCENELOC_MAX_PIXELS`` environment variable.
@@ -118,7 +117,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         grey = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
-    if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA"):
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("RGBA", "LA", "PA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -87,7 +87,7 @@ class LocateResult:
 def draw_results(
     image: Image.Image, results: Sequence[LocateResult], all_candidates: bool = False
 ) -> Image.Image:
-    """Draw each result's best box (or every candidate) in its own colour, labelled with query and score."""
+    """Draw each result's best box (or all candidates) in its own colour, with query and score."""
     canvas = image.copy()
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 400))

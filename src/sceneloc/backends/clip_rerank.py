@@ -1,0 +1,203 @@
+"""Propose and rank: an object detector proposes boxes, CLIP picks the ones a query describes.
+
+The image-level work is done once per call: the detector runs once and every proposal's
+crop is embedded once; each query then costs one text embedding and a dot product.
+
+Proposals are the detector's boxes scoring above ``detector_threshold`` for any class,
+the same box proposed under several classes kept once, at most ``max_proposals`` of them,
+most confident first. The whole image is not a proposal: CLIP matches whole photographs
+best, so it would outrank the regions a query is about. Each crop is padded to a square
+with CLIP's mean colour so that CLIP's centre crop sees all of the box.
+
+A candidate's score is the softmax, over the proposals, of CLIP's logits (``logit_scale``
+times the cosine similarity of crop and query): the probability that this box rather than
+another proposal is the one the query describes. It depends on the image's proposals,
+never on the other queries asked; a query's scores sum to 1, so the default threshold of
+0.1 keeps the boxes CLIP clearly prefers.
+
+A checkpoint is a plain CLIP model (the default detector proposes) or a directory whose
+``config.json`` is ``{"model_type": "sceneloc-clip-rerank", "clip": ..., "detector": ...}``
+with optional ``max_proposals`` and ``detector_threshold``; relative paths in it are read
+against the directory. Keyword options given to :func:`sceneloc.load` win over both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForObjectDetection,
+    AutoProcessor,
+)
+
+from sceneloc.backends.base import Backend, from_pretrained
+from sceneloc.backends.owlv2 import to_candidates, to_model
+from sceneloc.boxes import Box, clip_box, is_inside
+from sceneloc.errors import ModelNotFoundError, SceneLocError
+from sceneloc.registry import read_config, register_backend
+from sceneloc.types import Candidate
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_TYPE = "sceneloc-clip-rerank"
+#: RT-DETR R50: a strong COCO detector needing neither timm nor torchvision.
+DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd"
+#: Settings a pipeline's ``config.json`` may hold besides ``model_type``, ``clip``, ``detector``.
+SETTINGS = ("max_proposals", "detector_threshold")
+
+
+def square_crop(image: Image.Image, box: Box, fill: tuple[int, ...]) -> Image.Image:
+    """The pixels of ``box`` (clipped to the image, at least 1 px), centred on a square."""
+    x1, y1, x2, y2 = clip_box(box, image.width, image.height)
+    left, top = min(math.floor(x1), image.width - 1), min(math.floor(y1), image.height - 1)
+    right, bottom = max(left + 1, math.ceil(x2)), max(top + 1, math.ceil(y2))
+    crop = image.crop((left, top, right, bottom))
+    side = max(crop.size)
+    square = Image.new("RGB", (side, side), fill)
+    square.paste(crop, ((side - crop.width) // 2, (side - crop.height) // 2))
+    return square
+
+
+def read_pipeline(checkpoint: str) -> tuple[str, str | None, dict[str, Any]]:
+    """``(clip, detector, settings)`` named by a checkpoint; a plain CLIP names only itself."""
+    config = read_config(checkpoint)
+    if config.get("model_type") != PIPELINE_TYPE:
+        return checkpoint, None, {}
+    if "clip" not in config:
+        raise ModelNotFoundError(f"{checkpoint}/config.json names no 'clip' model")
+    unknown = set(config) - {"model_type", "clip", "detector", *SETTINGS}
+    if unknown:
+        logger.warning("ignoring unknown keys in %s/config.json: %s", checkpoint, sorted(unknown))
+    base = Path(checkpoint).expanduser()
+
+    def locate(name: str) -> str:
+        """A path relative to the pipeline directory, else the name itself (a hub id)."""
+        local = base / name
+        return str(local) if base.is_dir() and local.exists() else name
+
+    detector = config.get("detector")
+    settings = {key: config[key] for key in SETTINGS if key in config}
+    return locate(config["clip"]), locate(detector) if detector else None, settings
+
+
+@register_backend(
+    "clip-rerank",
+    model_types=("clip", PIPELINE_TYPE),
+    capabilities=("boxes with scores", "queries batched", "image encoded once"),
+    models={
+        "clip-rerank": (
+            "openai/clip-vit-base-patch32",
+            "RT-DETR proposes boxes, CLIP ViT-B/32 ranks their crops against the query",
+        ),
+    },
+)
+class ClipRerankBackend(Backend):
+    default_threshold = 0.1
+
+    def __init__(
+        self,
+        checkpoint: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        detector: str | None = None,
+        max_proposals: int | None = None,
+        detector_threshold: float | None = None,
+        crop_batch_size: int = 64,
+    ) -> None:
+        """Keywords override the pipeline's ``config.json``, which overrides the defaults.
+
+        ``max_proposals`` defaults to 100 and ``detector_threshold`` to 0.05 (low, since
+        CLIP, not the detector's closed set of classes, decides what a box shows).
+        ``crop_batch_size``: crops per CLIP forward pass, which bounds memory.
+        """
+        super().__init__(checkpoint, device, dtype)
+        clip, named_detector, settings = read_pipeline(checkpoint)
+        self.detector_name = detector or named_detector or DEFAULT_DETECTOR
+        if max_proposals is None:
+            max_proposals = settings.get("max_proposals", 100)
+        if detector_threshold is None:
+            detector_threshold = settings.get("detector_threshold", 0.05)
+        self.max_proposals = int(max_proposals)
+        self.detector_threshold = float(detector_threshold)
+        self.crop_batch_size = crop_batch_size
+        if self.max_proposals < 1 or self.crop_batch_size < 1:
+            raise SceneLocError("max_proposals and crop_batch_size must be at least 1")
+        logger.info("clip-rerank: CLIP %s, proposals from %s", clip, self.detector_name)
+
+        self.processor = from_pretrained(AutoProcessor.from_pretrained, clip)
+        self.clip = from_pretrained(AutoModel.from_pretrained, clip).to(device, dtype).eval()
+        self.detector_processor = from_pretrained(
+            AutoImageProcessor.from_pretrained, self.detector_name
+        )
+        self.detector = (
+            from_pretrained(AutoModelForObjectDetection.from_pretrained, self.detector_name)
+            .to(device, dtype)
+            .eval()
+        )
+        mean = self.processor.image_processor.image_mean
+        self.fill = tuple(round(255 * m) for m in mean)
+        self.max_text_len = int(self.clip.config.text_config.max_position_embeddings)
+
+    def predict(
+        self, image: Image.Image, queries: list[str], threshold: float
+    ) -> list[list[Candidate]]:
+        boxes = self.propose(image)
+        if not boxes.shape[0]:
+            return [[] for _ in queries]
+        crops = self.embed_crops([square_crop(image, box, self.fill) for box in boxes.tolist()])
+        text = self.embed_queries(queries)
+        logits = self.clip.logit_scale.exp().float() * text @ crops.T
+        scores = logits.softmax(dim=-1)
+        return [to_candidates(boxes, row, query) for query, row in zip(queries, scores)]
+
+    def propose(self, image: Image.Image) -> torch.Tensor:
+        """Up to ``max_proposals`` distinct boxes overlapping the image, most confident first."""
+        pixels = self.detector_processor(images=image, return_tensors="pt")
+        outputs = self.detector(**to_model(pixels, self.device, self.dtype))
+        outputs.logits, outputs.pred_boxes = outputs.logits.float(), outputs.pred_boxes.float()
+        (found,) = self.detector_processor.post_process_object_detection(
+            outputs, threshold=self.detector_threshold, target_sizes=[(image.height, image.width)]
+        )
+        order = found["scores"].argsort(descending=True, stable=True)
+        seen: set[tuple[float, ...]] = set()
+        kept: list[list[float]] = []
+        for box in found["boxes"][order].cpu().tolist():
+            key = tuple(box)
+            if key in seen or not is_inside(box, image.width, image.height):
+                continue
+            seen.add(key)
+            kept.append(box)
+            if len(kept) == self.max_proposals:
+                break
+        return torch.tensor(kept, dtype=torch.float32).reshape(-1, 4)
+
+    def embed_crops(self, crops: list[Image.Image]) -> torch.Tensor:
+        """Unit CLIP embeddings of the crops, ``crop_batch_size`` at a time."""
+        step = self.crop_batch_size
+        chunks = []
+        for start in range(0, len(crops), step):
+            pixels = self.processor.image_processor(
+                images=crops[start : start + step], return_tensors="pt"
+            )
+            features = self.clip.get_image_features(**to_model(pixels, self.device, self.dtype))
+            chunks.append(features.pooler_output.float())
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1).cpu()
+
+    def embed_queries(self, queries: list[str]) -> torch.Tensor:
+        """Unit CLIP embeddings of the queries (cut to the text tower's length)."""
+        tokens = self.processor.tokenizer(
+            queries,
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_len,
+            return_tensors="pt",
+        )
+        features = self.clip.get_text_features(**tokens.to(self.device)).pooler_output
+        return torch.nn.functional.normalize(features.float(), dim=-1).cpu()

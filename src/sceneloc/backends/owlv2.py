@@ -1,0 +1,104 @@
+"""OWLv2: an open-vocabulary detector scoring every image patch's box against each query.
+
+OWLv2 compares text and image only at the very end (a dot product per patch and query), so
+one forward pass with the image once and all queries as its text batch encodes the image
+once and scores every query against the same patch features and boxes.
+
+transformers' post-processing gives each box only to the query it scores best, which
+would make a query's answer depend on the others asked with it. Here each query's column
+of logits goes through that same post-processing on its own, so a query gets exactly what
+it gets when asked alone.
+
+OWLv2 pads the image to a square at the bottom and right; the post-processing scales
+boxes by the longer side, so they come back in the original image's pixels (boxes in the
+padding are dropped by the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+from PIL import Image
+from transformers import Owlv2ForObjectDetection, Owlv2Processor
+from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
+
+from sceneloc.backends.base import Backend, from_pretrained
+from sceneloc.registry import register_backend
+from sceneloc.types import Candidate
+
+logger = logging.getLogger(__name__)
+
+
+def to_model(
+    inputs: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Processor outputs moved to the model's device, floating ones (pixels) to its dtype."""
+    return {
+        key: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+        for key, value in inputs.items()
+    }
+
+
+def to_candidates(boxes: torch.Tensor, scores: torch.Tensor, label: str) -> list[Candidate]:
+    """Candidates from ``(n, 4)`` boxes and ``(n,)`` scores, as plain CPU floats."""
+    return [
+        Candidate(box, score, label)
+        for box, score in zip(boxes.float().cpu().tolist(), scores.float().cpu().tolist())
+    ]
+
+
+@register_backend(
+    "owlv2",
+    model_types=("owlv2",),
+    capabilities=("boxes with scores", "queries batched", "image encoded once"),
+    models={
+        "owlv2-base": (
+            "google/owlv2-base-patch16-ensemble",
+            "OWLv2 ViT-B/16; open-vocabulary detector, best with short object descriptions",
+        ),
+    },
+)
+class Owlv2Backend(Backend):
+    #: OWLv2's sigmoid scores are low; 0.1 is the processor's and the model card's default.
+    default_threshold = 0.1
+
+    def __init__(self, checkpoint: str, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(checkpoint, device, dtype)
+        self.processor = from_pretrained(Owlv2Processor.from_pretrained, checkpoint)
+        model = from_pretrained(Owlv2ForObjectDetection.from_pretrained, checkpoint)
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.max_text_len = int(self.model.config.text_config.max_position_embeddings)
+
+    def predict(
+        self, image: Image.Image, queries: list[str], threshold: float
+    ) -> list[list[Candidate]]:
+        self._warn_if_truncated(queries)
+        inputs = self.processor(images=image, text=queries, truncation=True, return_tensors="pt")
+        outputs = self.model(**to_model(inputs, self.device, self.dtype))
+        count = len(queries)
+        # One row per query: its own logits (patches x 1) and the boxes shared by all.
+        per_query = Owlv2ObjectDetectionOutput(
+            logits=outputs.logits[0].float().T.unsqueeze(-1),
+            pred_boxes=outputs.pred_boxes.float().expand(count, -1, -1),
+        )
+        found = self.processor.post_process_grounded_object_detection(
+            per_query, threshold=threshold, target_sizes=[(image.height, image.width)] * count
+        )
+        return [to_candidates(d["boxes"], d["scores"], query) for query, d in zip(queries, found)]
+
+    def _warn_if_truncated(self, queries: list[str]) -> None:
+        """OWLv2 reads 16 tokens at most; say so rather than silently answer a shorter query."""
+        lengths = [
+            len(ids) for ids in self.processor.tokenizer(queries, verbose=False)["input_ids"]
+        ]
+        for query, length in zip(queries, lengths):
+            if length > self.max_text_len:
+                logger.warning(
+                    "query %r is %d tokens long; %s reads the first %d only",
+                    query,
+                    length,
+                    self.checkpoint,
+                    self.max_text_len,
+                )

@@ -1,0 +1,201 @@
+"""Florence-2 backend against transformers' own reference path (processor, generate, parse)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+import sceneloc
+from sceneloc.api import rank
+from sceneloc.backends.florence2 import TASK, Florence2Backend
+from sceneloc.types import Candidate
+
+QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
+TOP_K = 10
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def florence2_dir(tmp_path_factory):
+    from checkpoints.florence2 import build_florence2
+
+    return build_florence2(tmp_path_factory.mktemp("florence-2"))
+
+
+@pytest.fixture(scope="module")
+def grounder(florence2_dir):
+    return sceneloc.load(str(florence2_dir), device="cpu")
+
+
+def reference(checkpoint, image, query: str) -> list[Candidate]:
+    """The model card's usage for one query asked alone, each box scored independently.
+
+    The score is recomputed by a teacher-forced pass over the generated answer: the
+    geometric mean of the probabilities of the box's four location tokens.
+    """
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    model = Florence2ForConditionalGeneration.from_pretrained(checkpoint).eval()
+    inputs = processor(text=TASK + query, images=image, return_tensors="pt")
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=256, num_beams=3, do_sample=False)
+        logits = model(**inputs, decoder_input_ids=ids[:, :-1]).logits
+    text = processor.batch_decode(ids, skip_special_tokens=False)[0]
+    parsed = processor.post_process_generation(text, task=TASK, image_size=image.size)[TASK]
+    answer = ids[0, 1:]
+    log_probs = logits[0].log_softmax(-1).gather(-1, answer[:, None])[:, 0]
+    tags = [
+        i
+        for i, token in enumerate(processor.tokenizer.convert_ids_to_tokens(answer))
+        if token.startswith("<loc_")
+    ]
+    assert len(tags) == 4 * len(parsed["bboxes"]), "the tiny model writes four tags per box"
+    raw = [
+        Candidate(
+            [float(v) for v in box], math.exp(log_probs[tags[4 * n : 4 * n + 4]].mean()), label
+        )
+        for n, (box, label) in enumerate(zip(parsed["bboxes"], parsed["labels"]))
+    ]
+    return rank(raw, image.size, 0.0, TOP_K)
+
+
+def assert_same(got: list[Candidate], want: list[Candidate], score_tolerance: float) -> None:
+    assert [c.box for c in got] == [c.box for c in want]
+    assert [c.label for c in got] == [c.label for c in want]
+    assert [c.score for c in got] == pytest.approx([c.score for c in want], abs=score_tolerance)
+
+
+def test_matches_reference_for_each_query_asked_with_others(grounder, florence2_dir, scene):
+    results = grounder.locate(scene, QUERIES, threshold=0.0, top_k=TOP_K)
+    assert [r.query for r in results] == QUERIES
+    for result in results:
+        expected = reference(florence2_dir, scene, result.query)
+        assert expected, "the tiny model should ground something"
+        assert_same(result.candidates, expected, score_tolerance=1e-4)
+    assert len({tuple(r.box) for r in results}) > 1, "boxes should depend on the query"
+
+
+def test_query_alone_equals_query_among_others(grounder, scene):
+    together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=TOP_K)
+    for result in together:
+        (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=TOP_K)
+        assert alone.candidates
+        assert_same(result.candidates, alone.candidates, score_tolerance=1e-5)
+
+
+def test_queries_batched_into_one_generate_and_image_encoded_once(grounder, scene, monkeypatch):
+    backend = grounder.backend
+    generate, preprocess = backend.model.generate, backend.processor.image_processor.preprocess
+    calls = {"generate": 0, "preprocess": 0, "vision": 0}
+
+    def count(name, function):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(backend.model, "generate", count("generate", generate))
+    monkeypatch.setattr(
+        backend.processor.image_processor, "preprocess", count("preprocess", preprocess)
+    )
+    hook = backend.model.model.vision_tower.register_forward_hook(
+        lambda *_: calls.__setitem__("vision", calls["vision"] + 1)
+    )
+    try:
+        grounder.locate(scene, [f"object number {i}" for i in range(5)])
+    finally:
+        hook.remove()
+    assert calls == {"generate": 1, "preprocess": 1, "vision": 1}
+
+
+def test_raw_boxes_lie_within_the_image_and_scores_are_probabilities(grounder, scene):
+    with torch.inference_mode():
+        found = grounder.backend.predict(scene, QUERIES, threshold=0.0)
+    width, height = scene.size
+    assert all(found)
+    for candidate in (c for per_query in found for c in per_query):
+        x1, y1, x2, y2 = candidate.box
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        assert 0.0 < candidate.score <= 1.0
+
+
+def test_generation_stops_at_max_new_tokens(florence2_dir, scene):
+    # The tiny model's first box ends with its seventh token, and the eighth is forced to be
+    # the end of the answer (``forced_eos_token_id``, as in BART): seven tokens give no box.
+    for limit, boxes in ((7, 0), (8, 1)):
+        capped = sceneloc.load(str(florence2_dir), device="cpu", max_new_tokens=limit)
+        (result,) = capped.locate(scene, QUERIES[0], threshold=0.0)
+        assert len(result.candidates) == boxes
+
+
+def test_runs_in_bfloat16(florence2_dir, scene):
+    backend = Florence2Backend(str(florence2_dir), CPU, torch.bfloat16)
+    with torch.inference_mode():
+        found = backend.predict(scene, QUERIES, threshold=0.0)
+    assert all(found)
+    assert all(0.0 < c.score <= 1.0 for per_query in found for c in per_query)
+
+
+def test_prompt_is_what_the_processor_builds(grounder, scene):
+    backend = grounder.backend
+    for query in QUERIES:
+        inputs = backend.processor(text=TASK + query, images=scene, return_tensors="pt")
+        built = backend.processor.tokenizer(backend.prompt_for(query), add_special_tokens=False)
+        assert built["input_ids"] == inputs["input_ids"][0].tolist()
+
+
+def answer(backend: Florence2Backend, *pieces: str) -> list[int]:
+    """Token ids of an answer; tags are location tokens, other text is ordinary tokens."""
+    tokenizer = backend.processor.tokenizer
+    ids = [tokenizer.eos_token_id, tokenizer.bos_token_id]
+    for piece in pieces:
+        ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    return [*ids, tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "tag_numbers"),
+    [
+        # two phrases, the first with two boxes
+        ((" red", "<loc_1><loc_2><loc_600><loc_700><loc_5><loc_6><loc_900><loc_800>", " blue",
+          "<loc_10><loc_20><loc_30><loc_40>"), [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]),
+        # the parser takes the first tag of a leading run of five as the phrase
+        (("<loc_1><loc_2><loc_3><loc_4><loc_5>",), [[1, 2, 3, 4]]),
+        # a run of three tags is no box; a banned phrase is dropped
+        ((" red<loc_1><loc_2><loc_3> square<loc_4><loc_5><loc_6><loc_7>",
+          " the image<loc_8><loc_9><loc_10><loc_11>"), [[3, 4, 5, 6]]),
+    ],
+)  # fmt: skip
+def test_unusual_answers_parse_like_the_processor(grounder, scene, pieces, tag_numbers):
+    backend = grounder.backend
+    sequence = answer(backend, *pieces)
+    log_probs = [-0.01 * (i + 1) for i in range(len(sequence) - 1)]
+    tags = [p for t, p in zip(sequence[1:], log_probs) if t in backend.location_ids]
+    text = backend.processor.tokenizer.decode(sequence, skip_special_tokens=False)
+    parsed = backend.processor.post_process_generation(text, task=TASK, image_size=scene.size)[TASK]
+
+    found = backend._candidates(sequence, log_probs, scene.size)
+    assert [c.box for c in found] == parsed["bboxes"]
+    assert [c.label for c in found] == parsed["labels"]
+    expected = [math.exp(sum(tags[n] for n in numbers) / 4) for numbers in tag_numbers]
+    assert [c.score for c in found] == pytest.approx(expected)
+
+
+def test_tags_spelt_with_ordinary_tokens_score_zero(grounder, scene, caplog):
+    backend = grounder.backend
+    tokenizer = backend.processor.tokenizer
+    spelt = tokenizer.convert_tokens_to_ids(list("<loc_7>"))
+    sequence = answer(backend, " red")[:-1] + spelt + answer(backend, "<loc_1><loc_2><loc_3>")[2:]
+    with caplog.at_level(logging.WARNING, logger="sceneloc.backends.florence2"):
+        found = backend._candidates(sequence, [-0.1] * (len(sequence) - 1), scene.size)
+    assert [(c.label, c.score) for c in found] == [("red", 0.0)]
+    assert "not all location tokens" in caplog.text
+
+
+def test_missing_checkpoint_raises_model_not_found(tmp_path):
+    with pytest.raises(sceneloc.ModelNotFoundError):
+        Florence2Backend(str(tmp_path / "no-such-model"), CPU, torch.float32)

@@ -1,0 +1,121 @@
+"""OWLv2 backend against transformers' own reference path, one query at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+import sceneloc
+from sceneloc.api import rank
+from sceneloc.types import Candidate
+
+# The second query is longer than the 16 tokens OWLv2 reads, so it is cut short.
+QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
+THRESHOLD = 0.5
+TOP_K = 4
+
+
+@pytest.fixture(scope="module")
+def owlv2_dir(tmp_path_factory):
+    from checkpoints.owlv2 import build_owlv2
+
+    return build_owlv2(tmp_path_factory.mktemp("owlv2"))
+
+
+@pytest.fixture(scope="module")
+def grounder(owlv2_dir):
+    return sceneloc.load(str(owlv2_dir), device="cpu")
+
+
+def reference(checkpoint, image, query: str, threshold: float, top_k: int) -> list[Candidate]:
+    """The model card's usage for one query alone, with boxes scaled to the padded square."""
+    processor = Owlv2Processor.from_pretrained(checkpoint)
+    model = Owlv2ForObjectDetection.from_pretrained(checkpoint).eval()
+    inputs = processor(text=[query], images=image, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+    side = max(image.size)
+    (found,) = processor.post_process_grounded_object_detection(
+        outputs, threshold=threshold, target_sizes=[(side, side)]
+    )
+    raw = [Candidate(b.tolist(), float(s), query) for b, s in zip(found["boxes"], found["scores"])]
+    return rank(raw, image.size, threshold, top_k)
+
+
+def assert_same(got: list[Candidate], want: list[Candidate]) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.box == pytest.approx(b.box, abs=1e-4)
+        assert a.score == pytest.approx(b.score, abs=1e-5)
+        assert a.label == b.label
+
+
+def test_matches_reference_for_each_query_asked_with_others(owlv2_dir, grounder, scene):
+    results = grounder.locate(scene, QUERIES, threshold=THRESHOLD, top_k=TOP_K)
+    assert [r.query for r in results] == QUERIES
+    for result in results:
+        expected = reference(owlv2_dir, scene, result.query, THRESHOLD, TOP_K)
+        assert expected, "the tiny model should give candidates above the threshold"
+        assert_same(result.candidates, expected)
+
+
+def test_query_alone_equals_query_among_others(grounder, scene):
+    together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=100)
+    for result in together:
+        (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=100)
+        assert alone.candidates
+        assert_same(result.candidates, alone.candidates)
+
+
+def test_threshold_zero_keeps_every_box_in_the_image(owlv2_dir, grounder, scene):
+    (result,) = grounder.locate(scene, "blue", threshold=0.0, top_k=100)
+    assert_same(result.candidates, reference(owlv2_dir, scene, "blue", 0.0, 100))
+    # 6x6 patches of the padded square, less those whose boxes lie wholly in the padding.
+    assert 0 < len(result.candidates) < 36
+
+
+def test_image_encoded_once_per_call(grounder, scene):
+    vision, text = [], []
+    hooks = [
+        grounder.backend.model.owlv2.vision_model.register_forward_hook(
+            lambda *a: vision.append(1)
+        ),
+        grounder.backend.model.owlv2.text_model.register_forward_hook(lambda *a: text.append(1)),
+    ]
+    try:
+        results = grounder.locate(scene, [f"object number {i}" for i in range(8)], threshold=0.0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(vision) == 1
+    assert len(text) == 1
+    assert all(r.candidates for r in results)
+
+
+def test_boxes_lie_within_the_image(grounder, scene):
+    width, height = scene.size
+    for result in grounder.locate(scene, QUERIES, threshold=0.0, top_k=100):
+        for candidate in result.candidates:
+            x1, y1, x2, y2 = candidate.box
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+
+
+def test_long_query_is_cut_with_a_warning(grounder, scene, caplog):
+    with caplog.at_level(logging.WARNING, logger="sceneloc.backends.owlv2"):
+        grounder.locate(scene, QUERIES)
+    assert "reads the first 16 only" in caplog.text
+    assert QUERIES[1] in caplog.text
+
+
+def test_missing_checkpoint(tmp_path, owlv2_dir):
+    with pytest.raises(sceneloc.ModelNotFoundError):
+        sceneloc.load(str(tmp_path / "no-such-model"), device="cpu")
+    # A directory with OWLv2's config.json but no weights nor processor.
+    (tmp_path / "config.json").write_text((owlv2_dir / "config.json").read_text())
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "owlv2"
+    with pytest.raises(sceneloc.ModelNotFoundError, match="cannot load"):
+        sceneloc.load(str(tmp_path), device="cpu")

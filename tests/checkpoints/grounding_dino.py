@@ -1,8 +1,4 @@
-"""Randomly initialised Grounding DINO / MM-Grounding-DINO checkpoints on disk.
-
-Tiny ones for the tests; ``full_size=True`` gives the released Swin-T architecture for the
-speed benchmark (random weights time the same as trained ones).
-"""
+"""Tiny randomly initialised Grounding DINO / MM-Grounding-DINO checkpoints on disk."""
 
 from __future__ import annotations
 
@@ -38,34 +34,26 @@ TINY = dict(
 )
 
 
-def build_grounding_dino(
-    directory: Path, mm: bool = False, seed: int = 0, full_size: bool = False
-) -> Path:
-    """Save a (MM-)Grounding-DINO with a real BERT vocabulary; tiny unless ``full_size``."""
+def build_grounding_dino(directory: Path, mm: bool = False, seed: int = 0) -> Path:
+    """Save a tiny (MM-)Grounding-DINO with a real BERT vocabulary and a 96-px processor."""
     config_cls, model_cls = (
         (MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
         if mm
         else (GroundingDinoConfig, GroundingDinoForObjectDetection)
     )
-    if full_size:
-        config = config_cls()
-        image_processor = GroundingDinoImageProcessor()
-    else:
-        backbone = SwinConfig(
-            image_size=96, embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=4,
-            out_features=["stage2", "stage3"],
-        )  # fmt: skip
-        text = BertConfig(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=64,
-        )  # fmt: skip
-        config = config_cls(backbone_config=backbone, text_config=text, **TINY)
-        image_processor = GroundingDinoImageProcessor(
-            size={"shortest_edge": 96, "longest_edge": 160}
-        )
+    backbone = SwinConfig(
+        image_size=96, embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=4,
+        out_features=["stage2", "stage3"],
+    )  # fmt: skip
+    text = BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    config = config_cls(backbone_config=backbone, text_config=text, **TINY)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 160})
     torch.manual_seed(seed)
     model = model_cls(config).eval()
-    if not mm and not full_size:  # MM-Grounding-DINO's logit bias keeps random scores unsaturated.
+    if not mm:  # MM-Grounding-DINO's logit bias keeps random scores unsaturated.
         with torch.no_grad():
             # Shrink the decoder's output so random logits spread over (0, 1).
             model.model.decoder.layer_norm.weight.mul_(0.1)

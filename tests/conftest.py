@@ -40,3 +40,31 @@ def mm_grounding_dino_dir(tmp_path_factory) -> Path:
     from checkpoints.grounding_dino import build_grounding_dino
 
     return build_grounding_dino(tmp_path_factory.mktemp("mm-grounding-dino"), mm=True)
+
+
+@pytest.fixture(scope="session")
+def owlv2_dir(tmp_path_factory) -> Path:
+    from checkpoints.owlv2 import build_owlv2
+
+    return build_owlv2(tmp_path_factory.mktemp("owlv2"))
+
+
+@pytest.fixture(scope="session")
+def florence2_dir(tmp_path_factory) -> Path:
+    from checkpoints.florence2 import build_florence2
+
+    return build_florence2(tmp_path_factory.mktemp("florence-2"))
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    from checkpoints.clip import build_clip
+
+    return build_clip(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="session")
+def detector_dir(tmp_path_factory) -> Path:
+    from checkpoints.clip import build_rt_detr
+
+    return build_rt_detr(tmp_path_factory.mktemp("rt-detr"))

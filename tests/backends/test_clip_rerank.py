@@ -28,20 +28,6 @@ TOP_K = 4
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    from checkpoints.clip import build_clip
-
-    return build_clip(tmp_path_factory.mktemp("clip"))
-
-
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory):
-    from checkpoints.clip import build_rt_detr
-
-    return build_rt_detr(tmp_path_factory.mktemp("rt-detr"))
-
-
-@pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
     """A pipeline directory holding its CLIP, naming a detector elsewhere by absolute path."""
     from checkpoints.clip import build_clip, build_pipeline, build_rt_detr

@@ -20,13 +20,6 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def florence2_dir(tmp_path_factory):
-    from checkpoints.florence2 import build_florence2
-
-    return build_florence2(tmp_path_factory.mktemp("florence-2"))
-
-
-@pytest.fixture(scope="module")
 def grounder(florence2_dir):
     return sceneloc.load(str(florence2_dir), device="cpu")
 

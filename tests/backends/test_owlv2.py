@@ -20,13 +20,6 @@ TOP_K = 4
 
 
 @pytest.fixture(scope="module")
-def owlv2_dir(tmp_path_factory):
-    from checkpoints.owlv2 import build_owlv2
-
-    return build_owlv2(tmp_path_factory.mktemp("owlv2"))
-
-
-@pytest.fixture(scope="module")
 def grounder(owlv2_dir):
     return sceneloc.load(str(owlv2_dir), device="cpu")
 

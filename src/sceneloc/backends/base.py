@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -58,3 +58,21 @@ def from_pretrained(loader: Callable[..., T], checkpoint: str, **kwargs: Any) ->
             "nor a hub id that could be downloaded (offline? pass a local path, or set "
             "HF_HUB_OFFLINE=1 to use the hub cache)"
         ) from None
+
+
+def to_model(
+    inputs: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Processor outputs moved to the model's device, floating ones (pixels) to its dtype."""
+    return {
+        key: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+        for key, value in inputs.items()
+    }
+
+
+def to_candidates(boxes: torch.Tensor, scores: torch.Tensor, label: str) -> list[Candidate]:
+    """Candidates from ``(n, 4)`` boxes and ``(n,)`` scores, as plain CPU floats."""
+    return [
+        Candidate(box, score, label)
+        for box, score in zip(boxes.float().cpu().tolist(), scores.float().cpu().tolist())
+    ]

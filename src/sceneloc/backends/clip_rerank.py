@@ -37,8 +37,7 @@ from transformers import (
     AutoProcessor,
 )
 
-from sceneloc.backends.base import Backend, from_pretrained
-from sceneloc.backends.owlv2 import to_candidates, to_model
+from sceneloc.backends.base import Backend, from_pretrained, to_candidates, to_model
 from sceneloc.boxes import Box, clip_box, is_inside
 from sceneloc.errors import ModelNotFoundError, SceneLocError
 from sceneloc.registry import read_config, register_backend

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-from sceneloc.backends.base import Backend, from_pretrained
+from sceneloc.backends.base import Backend, from_pretrained, to_model
 from sceneloc.registry import register_backend
 from sceneloc.types import Candidate
 
@@ -136,10 +136,7 @@ class GroundingDinoBackend(Backend):
             "pixel_mask": pixels["pixel_mask"].expand(batch, -1, -1),
             **text,
         }
-        inputs = {
-            k: v.to(device=self.device, dtype=self.dtype if v.is_floating_point() else None)
-            for k, v in inputs.items()
-        }
+        inputs = to_model(inputs, self.device, self.dtype)
         outputs = self.model(**inputs)
         outputs.logits, outputs.pred_boxes = outputs.logits.float(), outputs.pred_boxes.float()
         detections = self.processor.post_process_grounded_object_detection(

@@ -17,36 +17,17 @@ padding are dropped by the caller).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import torch
 from PIL import Image
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 
-from sceneloc.backends.base import Backend, from_pretrained
+from sceneloc.backends.base import Backend, from_pretrained, to_candidates, to_model
 from sceneloc.registry import register_backend
 from sceneloc.types import Candidate
 
 logger = logging.getLogger(__name__)
-
-
-def to_model(
-    inputs: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """Processor outputs moved to the model's device, floating ones (pixels) to its dtype."""
-    return {
-        key: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-        for key, value in inputs.items()
-    }
-
-
-def to_candidates(boxes: torch.Tensor, scores: torch.Tensor, label: str) -> list[Candidate]:
-    """Candidates from ``(n, 4)`` boxes and ``(n,)`` scores, as plain CPU floats."""
-    return [
-        Candidate(box, score, label)
-        for box, score in zip(boxes.float().cpu().tolist(), scores.float().cpu().tolist())
-    ]
 
 
 @register_backend(

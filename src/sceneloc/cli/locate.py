@@ -1,58 +1,25 @@
-"""The ``sceneloc`` command: a thin typer layer over the Python API."""
+"""``sceneloc locate`` and ``sceneloc models``."""
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from sceneloc.cli.common import console, fail
 from sceneloc.errors import SceneLocError
 
-app = typer.Typer(
-    help="Find the region of an image that a natural-language description refers to.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-console = Console()
-err_console = Console(stderr=True)
-
 DEFAULT_MODEL = "grounding-dino-base"
-EXIT_USAGE = 2
-
-
-@app.callback()
-def main(
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
-    ] = False,
-) -> None:
-    level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-        transformers.logging.disable_progress_bar()
-
-
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error and return the exit to raise (status 2: bad input)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_USAGE)
 
 
 def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "query"
 
 
-@app.command()
 def locate(
     image: Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, TIFF, ...).")],
     query: Annotated[
@@ -129,7 +96,6 @@ def print_table(payload: dict) -> None:
     console.print(table)
 
 
-@app.command()
 def models() -> None:
     """List the available models, their checkpoints and what each can do."""
     from sceneloc.registry import get_backend, list_models

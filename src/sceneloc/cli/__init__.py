@@ -1,0 +1,32 @@
+"""The ``sceneloc`` command: a thin typer layer over the Python API.
+
+Each module here holds the commands of one feature; this one assembles them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sceneloc.cli import locate
+from sceneloc.cli.common import configure_logging
+
+app = typer.Typer(
+    help="Find the region of an image that a natural-language description refers to.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
+) -> None:
+    configure_logging(verbose)
+
+
+app.command()(locate.locate)
+app.command()(locate.models)

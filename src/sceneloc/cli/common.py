@@ -1,0 +1,31 @@
+"""What every command shares: the console, logging set-up and the one-line error exit."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exit status for bad input (missing files, malformed data, unknown models).
+EXIT_USAGE = 2
+
+
+def configure_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+        transformers.logging.disable_progress_bar()
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error and return the exit to raise (status 2: bad input)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_USAGE)

@@ -9,6 +9,7 @@
 
 from sceneloc.api import Grounder, load
 from sceneloc.errors import (
+    DataFormatError,
     ImageTooLargeError,
     InvalidImageError,
     InvalidQueryError,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Candidate",
+    "DataFormatError",
     "Grounder",
     "ImageTooLargeError",
     "InvalidImageError",

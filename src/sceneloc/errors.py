@@ -29,3 +29,7 @@ class ModelNotFoundError(SceneLocError):
 
 class UnsupportedModelError(SceneLocError):
     """The checkpoint exists but no sceneloc backend handles its architecture."""
+
+
+class DataFormatError(SceneLocError):
+    """A dataset or predictions file is malformed; the message names the file and record."""

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli import locate
+from sceneloc.cli import data, evaluate, locate
 from sceneloc.cli.common import configure_logging
 
 app = typer.Typer(
@@ -30,3 +30,5 @@ def main(
 
 app.command()(locate.locate)
 app.command()(locate.models)
+app.command()(evaluate.evaluate)
+app.add_typer(data.app, name="data")

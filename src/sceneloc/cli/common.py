@@ -6,6 +6,7 @@ import logging
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -16,7 +17,7 @@ EXIT_USAGE = 2
 
 def configure_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     if not verbose:
         import transformers
 
@@ -27,5 +28,5 @@ def configure_logging(verbose: bool) -> None:
 
 def fail(message: str) -> typer.Exit:
     """Print a one-line error and return the exit to raise (status 2: bad input)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)

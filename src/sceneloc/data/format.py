@@ -115,9 +115,17 @@ def read_jsonl(path: Path, skip_bad: bool = False) -> Iterator[tuple[int, Any]]:
                 report_bad(path, number, f"not JSON ({exc.msg})", skip_bad)
 
 
-def report_bad(path: Path, number: int, problem: str, skip_bad: bool) -> None:
-    """Stop on a malformed record, or log it when the user asked to skip bad records."""
-    message = f"{path}:{number}: {problem}"
+def report_bad(path: Path, where: int | str | None, problem: str, skip_bad: bool) -> None:
+    """Stop on a malformed record, or log it when the user asked to skip bad records.
+
+    ``where`` is a line number (written ``file:line:``), a description of the record
+    (``file: annotation 3 (id 17):``) or ``None`` when the whole file is bad.
+    """
+    if where is None:
+        location = str(path)
+    else:
+        location = f"{path}:{where}" if isinstance(where, int) else f"{path}: {where}"
+    message = f"{location}: {problem}"
     if not skip_bad:
         raise DataFormatError(message)
     logger.warning("skipped %s", message)
@@ -134,12 +142,21 @@ def read_samples(path: str | Path, skip_bad: bool = False) -> Iterator[Sample]:
 
 
 def write_samples(path: str | Path, samples: Iterable[Sample]) -> int:
-    """Write samples as JSON Lines; returns how many were written."""
+    """Write samples as JSON Lines; returns how many were written.
+
+    Writes through a ``.partial`` file renamed at the end, so a conversion that fails half
+    way leaves no truncated output behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
     count = 0
-    with path.open("w", encoding="utf-8") as handle:
-        for sample in samples:
-            handle.write(json.dumps(sample.to_dict()) + "\n")
-            count += 1
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            for sample in samples:
+                handle.write(json.dumps(sample.to_dict()) + "\n")
+                count += 1
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return count

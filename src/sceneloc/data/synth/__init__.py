@@ -1,0 +1,80 @@
+"""Synthetic dense-scene grounding data: coloured shapes on textured ground, one referent per query.
+
+Usable in memory (:func:`make_scene`, e.g. inside a training loop) or on disk (:func:`generate`,
+behind ``sceneloc data synth``). Each scene has 20 to 60 shapes by default; each query is
+resolved against the scene's objects by :func:`resolve`, the same logic the tests use, and kept
+only when it has exactly one referent and a same-shape distractor.
+
+On disk: ``images/NNNNNN.png``, ``annotations.jsonl`` (:class:`~sceneloc.data.Sample` lines)
+and ``scenes.jsonl``, one line per image::
+
+    {"image": "images/000042.png", "image_id": "000042", "width": W, "height": H,
+     "split": "train", "objects": [{"id": 0, "shape": "circle", "color": "red",
+     "size": "small", "box": [x1, y1, x2, y2], "area": 310, "visible": 0.93}, ...],
+     "groups": [{"id": 0, "arrangement": "row", "members": [3, 4, 5]}],
+     "queries": [{"id": "000042_0", "type": "relation", "query": "...", "spec": {...},
+                  "target": [7], "named": [7, 12]}]}
+
+Boxes are tight float pixel boxes of each whole (amodal) shape; every shape keeps at least
+70 % of its pixels visible. Held-out colour-shape pairs (:data:`HELD_OUT`) are never named in
+train/val/test queries and are the target of every compositional query.
+"""
+
+from sceneloc.data.synth.generate import (
+    DEFAULT_SPLITS,
+    SynthStats,
+    generate,
+    parse_splits,
+    split_counts,
+)
+from sceneloc.data.synth.queries import (
+    AttributeQuery,
+    Desc,
+    GroupQuery,
+    OrdinalQuery,
+    QuerySpec,
+    RelationQuery,
+    SceneObject,
+    is_unambiguous,
+    parse_query,
+    render_query,
+    resolve,
+    spec_from_dict,
+    spec_to_dict,
+    target_ids,
+)
+from sceneloc.data.synth.scene import Scene, SceneQuery, SynthError, check_options, make_scene
+from sceneloc.data.synth.vocab import COLORS, HELD_OUT, QUERY_TYPES, SHAPES, SIZES, SPLITS
+
+__all__ = [
+    "COLORS",
+    "DEFAULT_SPLITS",
+    "HELD_OUT",
+    "QUERY_TYPES",
+    "SHAPES",
+    "SIZES",
+    "SPLITS",
+    "AttributeQuery",
+    "Desc",
+    "GroupQuery",
+    "OrdinalQuery",
+    "QuerySpec",
+    "RelationQuery",
+    "Scene",
+    "SceneObject",
+    "SceneQuery",
+    "SynthError",
+    "SynthStats",
+    "check_options",
+    "generate",
+    "is_unambiguous",
+    "make_scene",
+    "parse_query",
+    "parse_splits",
+    "render_query",
+    "resolve",
+    "spec_from_dict",
+    "spec_to_dict",
+    "split_counts",
+    "target_ids",
+]

@@ -1,0 +1,212 @@
+"""Scoring one prediction against a sample, and summarising many scores.
+
+Only numbers are kept per sample (best IoU, rank of the first good candidate, target size),
+so evaluating a large file needs memory for a few floats a sample and nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sceneloc.boxes import Box
+from sceneloc.data.format import Sample
+from sceneloc.types import Candidate
+
+#: IoU thresholds at which accuracy is reported.
+THRESHOLDS = (0.5, 0.75)
+#: IoU a candidate needs for recall@k.
+RECALL_IOU = 0.5
+#: The k of recall@k, reported when the data has multi-box (``boxes``) targets.
+RECALL_KS = (1, 5, 10)
+#: Target size bins by sqrt(box area / image area), i.e. the box side relative to the image's.
+SIZE_BINS = (("small", 0.1), ("medium", 0.25), ("large", math.inf))
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model, a predictions file or a baseline answers for one sample.
+
+    ``candidates`` are ranked best first; ``None`` means the source gave no ranking (a
+    predictions file without ``candidates``). ``image_size`` is ``(width, height)`` when the
+    predictor saw the image, which spares reading it again for the size breakdown.
+    """
+
+    box: Box | None
+    score: float | None = None
+    candidates: list[Candidate] | None = None
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def ranked(self) -> list[Box]:
+        """The boxes recall@k looks at: the candidates, else the box alone."""
+        if self.candidates is not None:
+            return [c.box for c in self.candidates]
+        return [self.box] if self.box is not None else []
+
+    def to_dict(self, sample_id: str) -> dict[str, Any]:
+        """The predictions-file record; floats are kept exact so a re-score gives equal numbers."""
+        record: dict[str, Any] = {"id": sample_id, "box": self.box}
+        if self.score is not None:
+            record["score"] = self.score
+        if self.candidates is not None:
+            record["candidates"] = [
+                {"box": c.box, "score": c.score if math.isfinite(c.score) else None}
+                for c in self.candidates
+            ]
+        return record
+
+
+#: The prediction of a sample the source said nothing about: IoU 0, never correct.
+MISSING = Prediction(box=None)
+
+
+def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
+    """IoU of every box of ``a`` with every box of ``b``: shape ``(len(a), len(b))``."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
+    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+    union = area_a + area_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def best_iou(box: Box | None, targets: Sequence[Box]) -> float:
+    """The IoU of ``box`` with the target it overlaps best; 0 for no box."""
+    if box is None:
+        return 0.0
+    return float(iou_matrix([box], targets).max())
+
+
+def first_hit(
+    ranked: Sequence[Box], targets: Sequence[Box], threshold: float = RECALL_IOU
+) -> float:
+    """0-based rank of the first box with IoU >= ``threshold`` with any target; inf if none."""
+    if not ranked:
+        return math.inf
+    hits = np.flatnonzero(iou_matrix(ranked, targets).max(axis=1) >= threshold)
+    return float(hits[0]) if hits.size else math.inf
+
+
+def size_fraction(box: Box, image_size: tuple[int, int] | None) -> float:
+    """sqrt(box area / image area): the target's side relative to the image's; nan if unknown."""
+    if not image_size or image_size[0] <= 0 or image_size[1] <= 0:
+        return math.nan
+    x1, y1, x2, y2 = box
+    return math.sqrt(max(0.0, x2 - x1) * max(0.0, y2 - y1) / (image_size[0] * image_size[1]))
+
+
+def size_bin(fraction: float) -> str:
+    """The :data:`SIZE_BINS` name of a size fraction (``unknown`` for nan)."""
+    if math.isnan(fraction):
+        return UNKNOWN
+    return next(name for name, upper in SIZE_BINS if fraction < upper)
+
+
+def summarize(ious: np.ndarray, hit_ranks: np.ndarray | None = None) -> dict[str, Any]:
+    """``n``, accuracy at each threshold, mean IoU and (given ranks) recall@k of some samples."""
+    ious = np.asarray(ious, dtype=np.float64)
+    n = int(ious.size)
+    summary: dict[str, Any] = {"n": n}
+    for threshold in THRESHOLDS:
+        summary[f"acc@{threshold}"] = float(np.mean(ious >= threshold)) if n else None
+    summary["miou"] = float(np.mean(ious)) if n else None
+    if hit_ranks is not None:
+        hit_ranks = np.asarray(hit_ranks, dtype=np.float64)
+        for k in RECALL_KS:
+            summary[f"recall@{k}"] = float(np.mean(hit_ranks < k)) if n else None
+    return summary
+
+
+@dataclass
+class EvaluationResult:
+    """Per-sample numbers of one evaluation and the summaries computed from them.
+
+    ``to_dict()`` is the JSON that ``sceneloc evaluate --json`` prints.
+    """
+
+    source: str = ""
+    ious: list[float] = field(default_factory=list)
+    hit_ranks: list[float] = field(default_factory=list)
+    size_fractions: list[float] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+    has_multibox: bool = False
+    has_candidates: bool = False
+    seconds: float = 0.0
+
+    def add(self, sample: Sample, prediction: Prediction) -> None:
+        """Score one sample and keep only its numbers."""
+        targets = sample.targets
+        self.ious.append(best_iou(prediction.box, targets))
+        self.hit_ranks.append(first_hit(prediction.ranked, targets))
+        self.size_fractions.append(size_fraction(sample.box, prediction.image_size))
+        self.types.append(sys.intern(sample.type or UNKNOWN))  # one string per distinct name
+        self.splits.append(sys.intern(sample.split))
+        self.has_multibox = self.has_multibox or sample.boxes is not None
+        self.has_candidates = self.has_candidates or prediction.candidates is not None
+
+    @property
+    def n(self) -> int:
+        return len(self.ious)
+
+    @property
+    def has_recall(self) -> bool:
+        """Recall@k is reported for multi-box data when the source ranked its candidates."""
+        return self.has_multibox and self.has_candidates
+
+    def summary(self, mask: np.ndarray | None = None) -> dict[str, Any]:
+        ious = np.asarray(self.ious, dtype=np.float64)
+        ranks = np.asarray(self.hit_ranks, dtype=np.float64) if self.has_recall else None
+        if mask is not None:
+            ious = ious[mask]
+            ranks = ranks[mask] if ranks is not None else None
+        return summarize(ious, ranks)
+
+    def by(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The summary of each group of samples sharing a key, keys sorted."""
+        keys = np.asarray(list(keys), dtype=object)
+        return {str(key): self.summary(keys == key) for key in sorted(set(keys.tolist()))}
+
+    def by_type(self) -> dict[str, dict[str, Any]]:
+        return self.by(self.types)
+
+    def by_split(self) -> dict[str, dict[str, Any]]:
+        return self.by(self.splits)
+
+    def by_size(self) -> dict[str, dict[str, Any]]:
+        """Groups by target size bin, smallest first (``unknown`` last, if any)."""
+        groups = self.by(size_bin(f) for f in self.size_fractions)
+        order = [name for name, _ in SIZE_BINS] + [UNKNOWN]
+        return {name: groups[name] for name in order if name in groups}
+
+    @property
+    def seconds_per_sample(self) -> float | None:
+        return self.seconds / self.n if self.n else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics JSON: overall, ``by_type``, ``by_split`` and ``seconds_per_sample``."""
+        return {
+            **self.summary(),
+            "by_type": self.by_type(),
+            "by_split": self.by_split(),
+            "seconds_per_sample": self.seconds_per_sample,
+        }
+
+
+def score(pairs: Iterable[tuple[Sample, Prediction]], source: str = "") -> EvaluationResult:
+    """Score ``(sample, prediction)`` pairs: the one scoring path of every evaluation."""
+    result = EvaluationResult(source=source)
+    for sample, prediction in pairs:
+        result.add(sample, prediction)
+    return result

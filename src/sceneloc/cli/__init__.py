@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli import data, evaluate, locate
+from sceneloc.cli import data, demo, evaluate, locate, train
 from sceneloc.cli.common import configure_logging
 
 app = typer.Typer(
@@ -32,3 +32,5 @@ app.command()(locate.locate)
 app.command()(locate.models)
 app.command()(evaluate.evaluate)
 app.add_typer(data.app, name="data")
+app.command()(train.train)
+app.command()(demo.demo)

@@ -1,0 +1,105 @@
+"""``sceneloc train``: train the native model from flags, a preset or a YAML config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sceneloc.cli.common import console, fail
+from sceneloc.errors import SceneLocError
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The options of a YAML config file (the keys of :class:`TrainOptions`)."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise fail(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise fail(f"{path}: a training config must be a mapping of option: value")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+def train(
+    data: Annotated[
+        Path | None, typer.Option(help="Training samples (JSON Lines, sceneloc's format).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for last/, best/, metrics.csv and logs.")
+    ] = None,
+    val: Annotated[
+        Path | None, typer.Option(help="Validation samples, scored after every epoch.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file of options; flags given here override it.")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="synthetic-cpu, resnet50-bert or concat-glove.")
+    ] = None,
+    image_encoder: Annotated[
+        str | None, typer.Option(help="builtin-cnn, or a transformers backbone (hub id or dir).")
+    ] = None,
+    text_encoder: Annotated[
+        str | None,
+        typer.Option(help="builtin, word-vectors, or a transformers encoder (hub id or dir)."),
+    ] = None,
+    fusion: Annotated[str | None, typer.Option(help="cross-attention or concat.")] = None,
+    word_vectors: Annotated[
+        Path | None, typer.Option(help="GloVe-format vectors for --text-encoder word-vectors.")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(min=32, help="Square input side.")] = None,
+    hidden_size: Annotated[int | None, typer.Option(min=8, help="Fusion width.")] = None,
+    fusion_layers: Annotated[int | None, typer.Option(min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0.01, help="Stop (and save) after this long.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step.")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    absent_fraction: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Extra queries whose referent is absent, per query."),
+    ] = None,
+    num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading workers.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
+) -> None:
+    """Train the native grounding model (many devices: `accelerate launch -m sceneloc train`)."""
+    from accelerate import PartialState
+
+    from sceneloc.native.train import TrainOptions
+    from sceneloc.native.train import train as run_training
+
+    given = read_config(config) if config else {}
+    flags = {
+        "data": data, "out": out, "val": val, "image_encoder": image_encoder,
+        "text_encoder": text_encoder, "fusion": fusion, "word_vectors": word_vectors,
+        "image_size": image_size, "hidden_size": hidden_size, "fusion_layers": fusion_layers,
+        "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr,
+        "seed": seed, "absent_fraction": absent_fraction, "num_workers": num_workers,
+        "resume": resume or None,
+    }  # fmt: skip
+    given.update(
+        {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
+    )
+    try:
+        options = TrainOptions.build(
+            given.pop("preset", None) if preset is None else preset, **given
+        )
+        records = run_training(options)
+    except SceneLocError as exc:
+        raise fail(str(exc)) from None
+    if records and PartialState().is_main_process:
+        last = records[-1]
+        accuracy = f", validation Acc@0.5 {last.val_acc:.3f}" if last.val_acc is not None else ""
+        console.print(
+            f"trained {last.epoch} epoch(s), {last.step} steps in {last.seconds:.0f} s{accuracy}; "
+            f"models in {options.out}/last and {options.out}/best",
+            highlight=False,
+        )

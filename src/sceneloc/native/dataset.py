@@ -1,0 +1,182 @@
+"""Training data for the native model: samples grouped by image, negatives, flips, batches.
+
+A batch holds a few images and all their queries, so each image is encoded once per step
+however many queries refer to it (RefCOCO images carry several expressions, synthetic
+scenes six).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import PreTrainedTokenizerBase
+
+from sceneloc.data.format import Sample, read_jsonl
+from sceneloc.errors import DataFormatError
+from sceneloc.native.config import NativeConfig
+from sceneloc.native.processing import resize, to_normalized, tokenize
+
+logger = logging.getLogger(__name__)
+
+#: Words swapped when an image is flipped left-right, so the query stays true.
+MIRRORED = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost"}
+_MIRROR_PATTERN = re.compile(r"\b(" + "|".join(MIRRORED) + r")\b", re.IGNORECASE)
+
+
+def mirror_query(query: str) -> str:
+    """The query that is true of the left-right mirrored image."""
+    return _MIRROR_PATTERN.sub(lambda m: MIRRORED[m.group(0).lower()], query)
+
+
+@dataclass
+class ImageGroup:
+    """One image and the queries that refer into it (pixel boxes, one per query)."""
+
+    path: Path
+    image_id: str | None
+    queries: list[str] = field(default_factory=list)
+    boxes: list[list[float]] = field(default_factory=list)
+
+
+def group_by_image(samples: Iterable[Sample], root: Path) -> list[ImageGroup]:
+    """Group samples by image, in first-seen order."""
+    groups: dict[Path, ImageGroup] = {}
+    for sample in samples:
+        path = sample.image_path(root)
+        image_id = None if sample.image_id is None else str(sample.image_id)
+        group = groups.setdefault(path, ImageGroup(path, image_id))
+        group.queries.append(sample.query)
+        group.boxes.append(sample.box)
+    return list(groups.values())
+
+
+class AbsentQueries:
+    """Queries whose referent is certainly not in an image, to teach the presence head.
+
+    With the synthetic scenes' object lists, a colour-shape pair missing from the image is
+    asked for; otherwise a query of another image is borrowed, which for real photos is
+    almost always absent.
+    """
+
+    def __init__(self, groups: list[ImageGroup], scenes: Path | None) -> None:
+        self.groups = groups
+        self.present_pairs: dict[str, set[tuple[str, str]]] | None = None
+        if scenes is not None and scenes.is_file():
+            from sceneloc.data.synth import COLORS, SHAPES
+
+            self.colors, self.shapes = list(COLORS), list(SHAPES)
+            self.present_pairs = {
+                str(record.get("image_id")): {
+                    (o.get("color"), o.get("shape")) for o in record.get("objects", [])
+                }
+                for _, record in read_jsonl(scenes)
+            }
+
+    def sample(self, group: ImageGroup, rng: np.random.Generator) -> str | None:
+        if self.present_pairs is not None and group.image_id in self.present_pairs:
+            present = self.present_pairs[group.image_id]
+            absent = [(c, s) for c in self.colors for s in self.shapes if (c, s) not in present]
+            if not absent:
+                return None
+            color, shape = absent[rng.integers(len(absent))]
+            return f"the {color} {shape}"
+        other = self.groups[rng.integers(len(self.groups))]
+        if other is group:
+            return None
+        return other.queries[rng.integers(len(other.queries))]
+
+
+class GroundingDataset(torch.utils.data.Dataset):
+    """Items are images with their queries; randomness is fixed by (seed, epoch, index)."""
+
+    def __init__(
+        self,
+        groups: list[ImageGroup],
+        image_size: int,
+        seed: int = 0,
+        augment: bool = True,
+        absent: AbsentQueries | None = None,
+        absent_fraction: float = 0.0,
+        cache_images: bool = False,
+    ) -> None:
+        self.groups = groups
+        self.image_size = image_size
+        self.seed = seed
+        self.augment = augment
+        self.absent = absent
+        self.absent_fraction = absent_fraction
+        self.cache: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = (
+            {} if cache_images else None
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def _pixels(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        path = self.groups[index].path
+        try:
+            with Image.open(path) as image:
+                loaded = resize(image, self.image_size), image.size
+        except (OSError, ValueError) as exc:
+            raise DataFormatError(f"cannot read training image {path}: {exc}") from None
+        if self.cache is not None:
+            self.cache[index] = loaded
+        return loaded
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        group = self.groups[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        pixels, (width, height) = self._pixels(index)
+        queries = list(group.queries)
+        boxes = [to_normalized(box, width, height) for box in group.boxes]
+        present = [1.0] * len(queries)
+        if self.absent is not None and self.absent_fraction > 0:
+            for _ in range(rng.binomial(len(group.queries), self.absent_fraction)):
+                query = self.absent.sample(group, rng)
+                if query is not None:
+                    queries.append(query)
+                    boxes.append([0.5, 0.5, 1.0, 1.0])
+                    present.append(0.0)
+        if self.augment and rng.random() < 0.5:
+            pixels = pixels[:, :, ::-1].copy()
+            queries = [mirror_query(q) for q in queries]
+            boxes = [[1.0 - cx, cy, w, h] for cx, cy, w, h in boxes]
+        return {"pixels": pixels, "queries": queries, "boxes": boxes, "present": present}
+
+
+class Collator:
+    """Stack images, flatten their queries, tokenize; ``image_index`` maps query to image."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: NativeConfig) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        queries = [q for item in items for q in item["queries"]]
+        text = tokenize(self.tokenizer, queries, self.config)
+        return {
+            "pixel_values": torch.from_numpy(np.stack([item["pixels"] for item in items])),
+            "input_ids": text["input_ids"],
+            "attention_mask": text["attention_mask"],
+            "image_index": torch.tensor(
+                [i for i, item in enumerate(items) for _ in item["queries"]], dtype=torch.long
+            ),
+            "boxes": torch.tensor(
+                [b for item in items for b in item["boxes"]], dtype=torch.float32
+            ),
+            "present": torch.tensor([p for item in items for p in item["present"]]),
+        }

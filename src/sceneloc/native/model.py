@@ -1,0 +1,232 @@
+"""The native two-stream grounding model: encoders, fusion, box and presence heads, losses.
+
+``cross-attention`` fusion runs a transformer over a learnable box token, the visual tokens
+and the text tokens (in the manner of TransVG). Its box head scores every visual token as
+the referent's centre and predicts a normalised centre/size there; the box token gives the
+presence score ("is it there at all"). ``concat`` fusion is the seeds' baseline: pooled
+image and text vectors concatenated into an MLP that regresses the box directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from sceneloc.native.config import WORD_VECTORS, NativeConfig
+from sceneloc.native.encoders import ImageEncoder, TextEncoder, masked_mean, transformer
+
+#: Loss weights (DETR's balance of L1 and GIoU; the others at 1).
+L1_WEIGHT, GIOU_WEIGHT, CELL_WEIGHT, PRESENCE_WEIGHT = 5.0, 2.0, 1.0, 1.0
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+
+
+def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise generalised IoU of two ``(n, 4)`` xyxy box sets (1 for identical boxes)."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    top_left, bottom_right = torch.max(a[:, :2], b[:, :2]), torch.min(a[:, 2:], b[:, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=1)
+    union = area_a + area_b - inter
+    iou = inter / union.clamp(min=1e-7)
+    hull = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).clamp(min=0)
+    hull_area = hull.prod(dim=1).clamp(min=1e-7)
+    return iou - (hull_area - union) / hull_area
+
+
+@dataclass
+class NativeOutput(ModelOutput):
+    """Per query: ``boxes`` (normalised cx, cy, w, h), ``presence_logits``; ``loss`` in training."""
+
+    loss: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    presence_logits: torch.Tensor | None = None
+    cell_logits: torch.Tensor | None = None
+
+
+class NativeGroundingModel(PreTrainedModel):
+    """Image encoder + text encoder + fusion + heads; see the module docstring."""
+
+    config_class = NativeConfig
+    base_model_prefix = "native"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: NativeConfig, load_pretrained_encoders: bool = False) -> None:
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.image_encoder = ImageEncoder(config, load_pretrained_encoders)
+        self.text_encoder = TextEncoder(config, load_pretrained_encoders)
+        if config.fusion == "cross-attention":
+            self.box_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
+            self.modality = nn.Parameter(torch.randn(2, hidden) * 0.02)
+            # Image-only context, run once per image: what is around each object.
+            self.image_context = transformer(config, config.image_layers)
+            # Per query: the pooled text scales and shifts every visual token (FiLM), then
+            # the transformer relates the tokens (for "left of", "second from", "inside").
+            self.film = nn.Linear(hidden, 2 * hidden)
+            self.fusion = transformer(config, config.fusion_layers)
+            self.cell_head = nn.Linear(hidden, 1)
+            # A direct text-to-token match (as OWL-ViT's class head): a short path for the
+            # gradient that teaches the image features colours and shapes quickly.
+            self.match = nn.Linear(hidden, hidden)
+            self.box_head = nn.Sequential(
+                nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4)
+            )
+            self.presence_head = nn.Linear(hidden, 1)
+        else:
+            self.mlp = nn.Sequential(
+                nn.Linear(2 * hidden, 2 * hidden), nn.GELU(), nn.Dropout(config.dropout),
+                nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 5),
+            )  # fmt: skip
+        self.post_init()
+        self.freeze()
+
+    def freeze(self) -> None:
+        """Stop gradients where the config says so (also after ``from_pretrained``, which
+        would otherwise make every loaded weight trainable again)."""
+        config = self.config
+        if config.text_encoder == WORD_VECTORS:
+            self.text_encoder.embed.weight.requires_grad_(False)  # the baseline's fixed input
+        if config.freeze_image_encoder:
+            self.image_encoder.body.requires_grad_(False)
+        if config.freeze_text_encoder and hasattr(self.text_encoder, "model"):
+            self.text_encoder.model.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> NativeGroundingModel:
+        model = super().from_pretrained(*args, **kwargs)
+        model.freeze()
+        return model
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Keep PyTorch's default initialisation and the pretrained encoders' weights."""
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        present: torch.Tensor | None = None,
+    ) -> NativeOutput:
+        """Ground each query (row of ``input_ids``) in image ``image_index[q]``.
+
+        Each image is encoded once however many queries refer to it. With ``boxes``
+        (normalised cx, cy, w, h) and ``present`` (1 when the referent is in the image),
+        the output carries the training loss.
+        """
+        visual, grid = self.image_encoder(pixel_values)
+        if self.config.fusion == "cross-attention":
+            visual = self.image_context(visual)
+        if image_index is None:
+            image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
+        visual = visual[image_index]
+        text = self.text_encoder(input_ids, attention_mask)
+        if self.config.fusion == "cross-attention":
+            return self._cross_attention(visual, grid, text, attention_mask, boxes, present)
+        return self._concat(visual, text, attention_mask, boxes, present)
+
+    def _cross_attention(
+        self,
+        visual: torch.Tensor,
+        grid: tuple[int, int],
+        text: torch.Tensor,
+        attention_mask: torch.Tensor,
+        boxes: torch.Tensor | None,
+        present: torch.Tensor | None,
+    ) -> NativeOutput:
+        queries, cells, _ = visual.shape
+        pooled = masked_mean(text, attention_mask)
+        scale, shift = self.film(pooled).unsqueeze(1).chunk(2, dim=-1)
+        tokens = torch.cat(
+            [
+                self.box_token.expand(queries, -1, -1),
+                visual * (1 + scale) + shift + self.modality[0],
+                text + self.modality[1],
+            ],
+            dim=1,
+        )
+        keep = torch.ones(queries, 1 + cells, dtype=torch.bool, device=text.device)
+        padding = ~torch.cat([keep, attention_mask.bool()], dim=1)
+        fused = self.fusion(tokens, src_key_padding_mask=padding)
+        presence_logits = self.presence_head(fused[:, 0]).squeeze(-1)
+        match = torch.einsum("qnd,qd->qn", visual, self.match(pooled)) / visual.shape[-1] ** 0.5
+        cell_logits = self.cell_head(fused[:, 1 : 1 + cells]).squeeze(-1) + match
+        cell_boxes = self._cell_boxes(self.box_head(fused[:, 1 : 1 + cells]), grid)
+        rows = torch.arange(queries, device=text.device)
+        best = cell_boxes[rows, cell_logits.argmax(dim=1)]
+        loss = None
+        if boxes is not None and present is not None:
+            height, width = grid
+            column = (boxes[:, 0] * width).long().clamp(0, width - 1)
+            row = (boxes[:, 1] * height).long().clamp(0, height - 1)
+            target_cell = row * width + column
+            positive = present > 0.5
+            loss = self._box_loss(cell_boxes[rows, target_cell], boxes, positive)
+            if positive.any():
+                cell_loss = F.cross_entropy(cell_logits[positive], target_cell[positive])
+                loss = loss + CELL_WEIGHT * cell_loss
+            loss = loss + PRESENCE_WEIGHT * F.binary_cross_entropy_with_logits(
+                presence_logits, present.float()
+            )
+        return NativeOutput(loss, best, presence_logits, cell_logits)
+
+    @staticmethod
+    def _cell_boxes(raw: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Each cell's box: a centre near the cell (up to half a cell outside) and a size."""
+        height, width = grid
+        index = torch.arange(height * width, device=raw.device)
+        column, row = (index % width).float(), torch.div(index, width, rounding_mode="floor")
+        cx = (column + 2 * raw[..., 0].sigmoid() - 0.5) / width
+        cy = (row.float() + 2 * raw[..., 1].sigmoid() - 0.5) / height
+        return torch.stack([cx, cy, raw[..., 2].sigmoid(), raw[..., 3].sigmoid()], dim=-1)
+
+    def _concat(
+        self,
+        visual: torch.Tensor,
+        text: torch.Tensor,
+        attention_mask: torch.Tensor,
+        boxes: torch.Tensor | None,
+        present: torch.Tensor | None,
+    ) -> NativeOutput:
+        pooled_text = masked_mean(text, attention_mask)
+        out = self.mlp(torch.cat([visual.mean(dim=1), pooled_text], dim=-1))
+        predicted, presence_logits = out[:, :4].sigmoid(), out[:, 4]
+        loss = None
+        if boxes is not None and present is not None:
+            loss = self._box_loss(predicted, boxes, present > 0.5)
+            loss = loss + PRESENCE_WEIGHT * F.binary_cross_entropy_with_logits(
+                presence_logits, present.float()
+            )
+        return NativeOutput(loss, predicted, presence_logits)
+
+    @staticmethod
+    def _box_loss(
+        predicted: torch.Tensor, target: torch.Tensor, positive: torch.Tensor
+    ) -> torch.Tensor:
+        """L1 on normalised cx, cy, w, h plus (1 - GIoU), over queries whose referent exists."""
+        if not positive.any():
+            return predicted.sum() * 0.0
+        predicted, target = predicted[positive], target[positive]
+        l1 = F.l1_loss(predicted, target)
+        giou = generalized_iou(cxcywh_to_xyxy(predicted), cxcywh_to_xyxy(target))
+        return L1_WEIGHT * l1 + GIOU_WEIGHT * (1 - giou).mean()
+
+
+AutoConfig.register(NativeConfig.model_type, NativeConfig)
+AutoModel.register(NativeConfig, NativeGroundingModel)

@@ -1,0 +1,121 @@
+"""``sceneloc train``: saved models, resume, configs, bad options, and a two-process run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import sceneloc
+from sceneloc.cli import app
+from sceneloc.data.synth import generate
+
+runner = CliRunner()
+
+#: A model small enough to train a few steps in seconds.
+TINY = ["--image-size", "64", "--hidden-size", "16", "--fusion-layers", "1", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A tiny synthetic dataset (train and val in one folder, as `data synth` writes it)."""
+    folder = tmp_path_factory.mktemp("synth")
+    generate(folder, num_images=10, seed=5, size=160, min_objects=6, max_objects=10,
+             splits="train=0.8,val=0.2")  # fmt: skip
+    lines = (folder / "annotations.jsonl").read_text().splitlines()
+    for split in ("train", "val"):
+        kept = [line for line in lines if json.loads(line)["split"] == split]
+        (folder / f"{split}.jsonl").write_text("\n".join(kept) + "\n")
+    return folder
+
+
+def train(*args: str):
+    return runner.invoke(app, ["train", *map(str, args)])
+
+
+def test_trains_and_saves_loadable_models(synth, tmp_path):
+    out = tmp_path / "run"
+    result = train("--data", synth / "train.jsonl", "--val", synth / "val.jsonl",
+                   "--out", out, "--epochs", "2", "--preset", "synthetic-cpu", *TINY)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert all(0.0 <= float(row["val_acc"]) <= 1.0 for row in rows)
+    for kept in ("last", "best"):
+        grounder = sceneloc.load(str(out / kept), device="cpu")
+        image = synth / "images" / "000000.png"
+        (found,) = grounder.locate(image, "the red circle", threshold=0.0)
+        assert found.box is not None and 0.0 <= found.score <= 1.0
+
+
+def test_resume_continues_where_it_stopped(synth, tmp_path):
+    out = tmp_path / "run"
+    common = ["--data", synth / "train.jsonl", "--out", out, "--preset", "synthetic-cpu", *TINY]
+    assert train(*common, "--epochs", "1").exit_code == 0
+    assert json.loads((out / "trainer_state.json").read_text())["epoch"] == 0
+    result = train(*common, "--epochs", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert int(rows[1]["step"]) > int(rows[0]["step"])
+
+
+def test_yaml_config_and_flags_override_it(synth, tmp_path):
+    out = tmp_path / "run"
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"data: {synth / 'train.jsonl'}\nout: {out}\npreset: synthetic-cpu\nepochs: 3\n"
+        "image_size: 64\nhidden_size: 16\nfusion_layers: 1\n"
+    )
+    result = train("--config", config, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 1
+    assert json.loads((out / "last" / "config.json").read_text())["hidden_size"] == 16
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "nonsense"], "unknown preset"),
+        (["--preset", "concat-glove"], "word-vectors"),
+        (["--data", "missing.jsonl"], "missing.jsonl"),
+        (["--resume"], "nothing to resume"),
+    ],
+)
+def test_bad_options_are_one_line_errors(synth, tmp_path, extra, message):
+    args = ["--data", synth / "train.jsonl", "--out", tmp_path / "run", *TINY, *extra]
+    result = train(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_yaml_is_a_one_line_error(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data: [unclosed\n")
+    result = train("--config", config)
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+def test_two_processes_share_the_data_and_end_identical(synth, tmp_path):
+    """`accelerate launch` of two processes on CPUs (gloo): each takes its own share."""
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "sceneloc", "train", "--data", str(synth / "train.jsonl"), "--out", str(out),
+        "--epochs", "1", "--preset", "synthetic-cpu", *TINY,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((out / "ranks" / f"rank{i}.json").read_text()) for i in (0, 1)]
+    images = len({json.loads(line)["image"] for line in (synth / "train.jsonl").open()})
+    assert {r["world_size"] for r in ranks} == {2}
+    assert all(r["queries_seen"] > 0 for r in ranks)
+    # Each process takes half the images (Accelerate pads the last batch to even counts).
+    assert all(r["batches_per_epoch"] == -(-images // (2 * 4)) for r in ranks)
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]

@@ -257,8 +257,9 @@ def test_saved_model_gives_the_same_outputs(tmp_path, fusion):
         assert getattr(loaded.config, name) == getattr(model.config, name), name
     with torch.no_grad():
         want, got = model(**batch()), loaded(**batch())
-    assert torch.equal(got.boxes, want.boxes)
-    assert torch.equal(got.presence_logits, want.presence_logits)
+    # Same weights; only float summation order may differ between two module instances.
+    torch.testing.assert_close(got.boxes, want.boxes, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.presence_logits, want.presence_logits, rtol=0, atol=1e-6)
 
 
 def test_word_vectors_stay_frozen():

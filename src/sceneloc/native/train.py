@@ -46,8 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "synthetic-cpu": {
         "image_encoder": BUILTIN_CNN, "text_encoder": BUILTIN_TEXT, "fusion": "cross-attention",
         "image_size": 256, "hidden_size": 64, "fusion_layers": 2, "image_layers": 2,
-        "attention_heads": 2, "dropout": 0.0, "batch_size": 8, "lr": 1e-3,
-        "absent_fraction": 0.1, "cache_images": True,
+        "attention_heads": 2, "dropout": 0.0, "batch_size": 8, "lr": 2e-3,
+        "warmup_fraction": 0.03, "absent_fraction": 0.1, "cache_images": True,
     },
     # The seeds' architecture for real photos: ResNet-50 and BERT, cross-attention fusion.
     "resnet50-bert": {

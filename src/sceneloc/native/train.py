@@ -247,6 +247,7 @@ def train(options: TrainOptions) -> list[EpochRecord]:
         generator=torch.Generator().manual_seed(options.seed),
     )  # fmt: skip
     optimizer = _optimizer(model, options)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # before a resume's decayed ones
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if state is not None:
         accelerator.load_state(str(out / "state"))
@@ -256,7 +257,6 @@ def train(options: TrainOptions) -> list[EpochRecord]:
     total_steps = max(1, options.epochs * len(loader))
     budget = options.max_minutes * 60 if options.max_minutes else None
     factor = _schedule(options.warmup_fraction)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
     if trackers:
         accelerator.init_trackers("sceneloc-train")
     start = time.monotonic()

@@ -1,0 +1,61 @@
+"""Train the bundled ``native-synth`` model and install it into the package.
+
+This is how the shipped weights were made (on the project's 2-core CPU machine):
+
+    python scripts/train_native_synth.py [--minutes 55] [--work runs/native-synth]
+
+It draws 6,000 training scenes (seed 100) and a validation set with another seed (7),
+trains the ``synthetic-cpu`` preset at 320 px, and copies ``best/`` to
+``src/sceneloc/native/weights/native-synth``. Then measure it on fresh scenes with
+``python benchmarks/bundled_model.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sceneloc.native.train import TrainOptions, train
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src/sceneloc/native/weights/native-synth"
+
+
+def synth(out: Path, images: int, seed: int, splits: str) -> None:
+    if not (out / "annotations.jsonl").exists():
+        subprocess.run(
+            [sys.executable, "-m", "sceneloc", "data", "synth", "--out", str(out),
+             "--num-images", str(images), "--seed", str(seed), "--splits", splits],
+            check=True,
+        )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=55.0)
+    parser.add_argument("--work", type=Path, default=Path("runs/native-synth"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train_dir, val_dir = args.work / "train", args.work / "val"
+    synth(train_dir, 6000, 100, "train=1")
+    synth(val_dir, 300, 7, "test=0.5,compositional=0.5")
+    lines = (val_dir / "annotations.jsonl").read_text().splitlines()
+    val = val_dir / "test.jsonl"
+    val.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["split"] == "test"))
+    options = TrainOptions.build(
+        "synthetic-cpu", data=str(train_dir / "annotations.jsonl"), val=str(val),
+        out=str(args.work / "run"), image_size=320, epochs=40, max_minutes=args.minutes,
+        val_limit=300,
+    )  # fmt: skip
+    train(options)
+    shutil.rmtree(PACKAGE_WEIGHTS, ignore_errors=True)
+    shutil.copytree(args.work / "run" / "best", PACKAGE_WEIGHTS)
+    logging.info("installed %s", PACKAGE_WEIGHTS)
+
+
+if __name__ == "__main__":
+    main()

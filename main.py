@@ -40,11 +40,11 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     """The ``sceneloc`` command lines that do what the seeds' options asked for."""
     if args.mode == "infer":
         if not args.image or not args.query:
-            sys.exit("main.py: --mode infer needs --image and --query")
+            raise UsageError("--mode infer needs --image and --query")
         queries = [part for query in args.query for part in ("-q", query)]
         return [["locate", args.image, *queries, "--model", args.ckpt]]
     if not args.dataset_dir:
-        sys.exit("main.py: --mode train needs --dataset_dir")
+        raise UsageError("--mode train needs --dataset_dir")
     root = Path(args.dataset_dir)
     folder = f"train{args.year}"
     images = next(
@@ -60,8 +60,17 @@ def commands(args: argparse.Namespace) -> list[list[str]]:
     ]  # fmt: skip
 
 
+class UsageError(Exception):
+    """Options the seeds' command line needs but did not get."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    for command in commands(parse(sys.argv[1:] if argv is None else argv)):
+    try:
+        planned = commands(parse(sys.argv[1:] if argv is None else argv))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for command in planned:
         try:
             app(command, prog_name="sceneloc")
         except SystemExit as exit_:

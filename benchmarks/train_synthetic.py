@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ def main() -> None:
         sceneloc("data", "synth", "--out", str(test_dir), "--num-images", "450", "--seed", "7",
                  "--splits", "val=0.34,test=0.33,compositional=0.33")  # fmt: skip
     val, test = split_files(test_dir / "annotations.jsonl")
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run each time; the data is kept
     sceneloc("train", "--preset", "synthetic-cpu", "--data", str(train_dir / "annotations.jsonl"),
              "--val", str(val), "--out", str(run), "--epochs", "100",
              "--max-minutes", str(args.minutes))  # fmt: skip

@@ -119,3 +119,19 @@ def test_two_processes_share_the_data_and_end_identical(synth, tmp_path):
     # Each process takes half the images (Accelerate pads the last batch to even counts).
     assert all(r["batches_per_epoch"] == -(-images // (2 * 4)) for r in ranks)
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(synth, tmp_path):
+    common = ["--data", synth / "train.jsonl", "--out", tmp_path / "run", "--epochs", "1",
+              "--preset", "synthetic-cpu", *TINY]  # fmt: skip
+    assert train(*common).exit_code == 0
+    again = train(*common)
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+def test_yaml_values_are_read_as_their_option_types(synth, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data: {synth / 'train.jsonl'}\nout: {tmp_path / 'run'}\nlr: 3e-4\n"
+                      "epochs: one\n")  # fmt: skip
+    result = train("--config", config)
+    assert result.exit_code == 2 and "'epochs' must be int" in result.output

@@ -25,17 +25,16 @@ def demo(
 
     scene = demo_scene(seed)
     try:
-        grounder = sceneloc.load(DEMO_MODEL, device="cpu")
-        results = grounder.locate(scene.image, scene.queries)
-        out.mkdir(parents=True, exist_ok=True)
-        scene.image.save(out / "scene.png")
+        results = sceneloc.load(DEMO_MODEL, device="cpu").locate(scene.image, scene.queries)
     except SceneLocError as exc:
         raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"cannot write to {out}: {exc.strerror or exc}") from None
     payload = sceneloc.results_to_dict(results, model=DEMO_MODEL, path=str(out / "scene.png"))
     write_outputs(out, "scene", results)
-    (out / "scene.json").write_text(json.dumps(payload, indent=2))
+    try:
+        scene.image.save(out / "scene.png")
+        (out / "scene.json").write_text(json.dumps(payload, indent=2))
+    except OSError as exc:
+        raise fail(f"cannot write to {out}: {exc.strerror or exc}") from None
     print_table(payload)
     console.print(
         f"wrote the scene, the annotated image, one crop per found query and scene.json to {out}"

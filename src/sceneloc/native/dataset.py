@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from sceneloc.data.format import Sample, read_jsonl
-from sceneloc.errors import DataFormatError
+from sceneloc.errors import DataFormatError, SceneLocError
+from sceneloc.images import load_image
 from sceneloc.native.config import NativeConfig
 from sceneloc.native.processing import resize, to_normalized, tokenize
 
@@ -70,9 +70,10 @@ class AbsentQueries:
         self.groups = groups
         self.present_pairs: dict[str, set[tuple[str, str]]] | None = None
         if scenes is not None and scenes.is_file():
-            from sceneloc.data.synth import COLORS, SHAPES
+            from sceneloc.data.synth import COLORS, HELD_OUT, SHAPES
 
-            self.colors, self.shapes = list(COLORS), list(SHAPES)
+            # Held-out pairs are never named in training, not even as absent ones.
+            self.pairs = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT]
             self.present_pairs = {
                 str(record.get("image_id")): {
                     (o.get("color"), o.get("shape")) for o in record.get("objects", [])
@@ -83,7 +84,7 @@ class AbsentQueries:
     def sample(self, group: ImageGroup, rng: np.random.Generator) -> str | None:
         if self.present_pairs is not None and group.image_id in self.present_pairs:
             present = self.present_pairs[group.image_id]
-            absent = [(c, s) for c in self.colors for s in self.shapes if (c, s) not in present]
+            absent = [pair for pair in self.pairs if pair not in present]
             if not absent:
                 return None
             color, shape = absent[rng.integers(len(absent))]
@@ -128,11 +129,11 @@ class GroundingDataset(torch.utils.data.Dataset):
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         path = self.groups[index].path
-        try:
-            with Image.open(path) as image:
-                loaded = resize(image, self.image_size), image.size
-        except (OSError, ValueError) as exc:
-            raise DataFormatError(f"cannot read training image {path}: {exc}") from None
+        try:  # read as at inference: EXIF orientation, alpha on white, the pixel limit
+            image = load_image(path).image
+        except SceneLocError as exc:
+            raise DataFormatError(f"training image: {exc}") from None
+        loaded = resize(image, self.image_size), image.size
         if self.cache is not None:
             self.cache[index] = loaded
         return loaded

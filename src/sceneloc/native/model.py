@@ -30,11 +30,6 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
-
-
 def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Element-wise generalised IoU of two ``(n, 4)`` xyxy box sets (1 for identical boxes)."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
@@ -105,6 +100,15 @@ class NativeGroundingModel(PreTrainedModel):
             self.image_encoder.body.requires_grad_(False)
         if config.freeze_text_encoder and hasattr(self.text_encoder, "model"):
             self.text_encoder.model.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> NativeGroundingModel:
+        """Frozen encoders stay in eval mode, so their batch-norm statistics do not drift."""
+        super().train(mode)
+        if self.config.freeze_image_encoder:
+            self.image_encoder.body.eval()
+        if self.config.freeze_text_encoder and hasattr(self.text_encoder, "model"):
+            self.text_encoder.model.eval()
+        return self
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> NativeGroundingModel:

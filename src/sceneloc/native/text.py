@@ -64,6 +64,7 @@ def read_word_vectors(
     path = Path(path)
     vocabulary: list[str] = []
     vectors: list[np.ndarray] = []
+    seen: set[str] = set()
     size = None
     try:
         with path.open(encoding="utf-8") as handle:
@@ -77,13 +78,14 @@ def read_word_vectors(
                     raise DataFormatError(
                         f"{path}:{number}: {len(parts) - 1} numbers where earlier lines have {size}"
                     )
-                if keep is not None and parts[0] not in keep:
-                    continue
+                if (keep is not None and parts[0] not in keep) or parts[0] in seen:
+                    continue  # not needed, or a repeat (the first vector of a word wins)
                 try:
                     vectors.append(np.asarray(parts[1:], dtype=np.float32))
                 except ValueError:
                     raise DataFormatError(f"{path}:{number}: not a word vector") from None
                 vocabulary.append(parts[0])
+                seen.add(parts[0])
     except OSError as exc:
         raise DataFormatError(f"cannot read word vectors {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

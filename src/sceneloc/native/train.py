@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,20 +24,29 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sceneloc.data.format import read_samples
 from sceneloc.errors import SceneLocError
-from sceneloc.native.config import BUILTIN_CNN, BUILTIN_TEXT, WORD_VECTORS, NativeConfig
-from sceneloc.native.dataset import AbsentQueries, Collator, GroundingDataset, group_by_image
+from sceneloc.evaluation.baselines import SCENES_FILE
+from sceneloc.native.config import BUILTIN_CNN, BUILTIN_TEXT, FUSIONS, WORD_VECTORS, NativeConfig
+from sceneloc.native.dataset import (
+    AbsentQueries,
+    Collator,
+    GroundingDataset,
+    ImageGroup,
+    group_by_image,
+)
 from sceneloc.native.model import NativeGroundingModel
 from sceneloc.native.processing import normalize
 from sceneloc.native.text import read_word_vectors, vocabulary_from_texts, word_tokenizer, words
 
 logger = logging.getLogger(__name__)
 
+#: Words a query may have (longer ones are cut).
+MAX_TEXT_LENGTH = 32
 #: Steps between log lines (for runs whose progress bar nobody sees).
 LOG_EVERY = 50
 
@@ -54,12 +64,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image_encoder": "microsoft/resnet-50", "text_encoder": "bert-base-uncased",
         "fusion": "cross-attention", "image_size": 512, "hidden_size": 256, "fusion_layers": 6,
         "attention_heads": 8, "batch_size": 16, "lr": 1e-4, "encoder_lr_scale": 0.1,
+        "absent_fraction": 0.1,
     },
     # The seeds' baseline: pooled image and GloVe text vectors concatenated into an MLP.
     "concat-glove": {
         "image_encoder": "microsoft/resnet-50", "text_encoder": WORD_VECTORS, "fusion": "concat",
         "image_size": 384, "hidden_size": 256, "batch_size": 32, "lr": 3e-4,
-        "encoder_lr_scale": 0.1,
+        "encoder_lr_scale": 0.1, "absent_fraction": 0.1,
     },
 }  # fmt: skip
 
@@ -125,7 +136,42 @@ class TrainOptions:
         for required in ("data", "out"):
             if not values.get(required):
                 raise TrainingError(f"training needs {required!r} (--{required})")
-        return cls(preset=preset, **values)
+        options = cls(preset=preset, **{k: _coerce(k, v) for k, v in values.items()})
+        options.check()
+        return options
+
+    def check(self) -> None:
+        """Refuse settings that could only fail later, deep inside PyTorch."""
+        if self.fusion not in FUSIONS:
+            raise TrainingError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
+        if self.hidden_size % self.attention_heads:
+            raise TrainingError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of attention_heads "
+                f"({self.attention_heads})"
+            )
+        for name in ("epochs", "batch_size", "image_size", "hidden_size", "fusion_layers"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1")
+
+
+_FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """A config value as its option's type (YAML reads ``3e-4`` as a string, for one)."""
+    field = {f.name: f for f in dataclasses.fields(TrainOptions)}[name]
+    kind = str(field.type).split(" | ")[0]
+    convert = _FIELD_TYPES.get(kind)
+    if convert is None or type(value) is convert:
+        return value
+    try:
+        if convert is bool:
+            if str(value).lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return str(value).lower() in ("true", "1", "yes")
+        return convert(float(value)) if convert is int else convert(value)
+    except (TypeError, ValueError):
+        raise TrainingError(f"option {name!r} must be {kind}, got {value!r}") from None
 
 
 @dataclass
@@ -137,6 +183,21 @@ class EpochRecord:
     lr: float
     val_acc: float | None
     val_miou: float | None
+
+
+class Clock:
+    """Seconds of training, the same on every process (the main process's clock decides),
+    so all stop at the same step and follow the same learning-rate schedule."""
+
+    def __init__(self, accelerator: Accelerator, already: float = 0.0) -> None:
+        self.accelerator = accelerator
+        self.start = time.monotonic() - already
+
+    def elapsed(self) -> float:
+        seconds = torch.tensor([time.monotonic() - self.start], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            seconds = broadcast(seconds)
+        return float(seconds.item())
 
 
 def _schedule(warmup_fraction: float) -> Callable[[float], float]:
@@ -163,19 +224,20 @@ def build_model(
     }  # fmt: skip
     vectors = None
     if options.text_encoder == BUILTIN_TEXT:
-        tokenizer = word_tokenizer(vocabulary_from_texts(texts), max_length=32)
+        tokenizer = word_tokenizer(vocabulary_from_texts(texts), max_length=MAX_TEXT_LENGTH)
     elif options.text_encoder == WORD_VECTORS:
         if not options.word_vectors:
             raise TrainingError("the word-vectors text encoder needs --word-vectors FILE")
         needed = {word for text in texts for word in words(text)}
         vocabulary, vectors = read_word_vectors(options.word_vectors, keep=needed)
-        tokenizer = word_tokenizer(vocabulary, max_length=32)
+        tokenizer = word_tokenizer(vocabulary, max_length=MAX_TEXT_LENGTH)
         config_values["word_vector_size"] = vectors.shape[1]
     else:
         from sceneloc.backends.base import from_pretrained
 
         tokenizer = from_pretrained(AutoTokenizer.from_pretrained, options.text_encoder)
     config_values["vocab_size"] = len(tokenizer)
+    config_values["max_text_length"] = MAX_TEXT_LENGTH
     config = NativeConfig(**config_values)
     try:
         model = NativeGroundingModel(config, load_pretrained_encoders=True)
@@ -194,7 +256,7 @@ def _optimizer(model: NativeGroundingModel, options: TrainOptions) -> torch.opti
         if not parameter.requires_grad:
             continue
         is_pretrained = (
-            name.startswith("image_encoder.body.") and options.image_encoder != BUILTIN_CNN
+            name.startswith("image_encoder.body.") and model.config.image_encoder != BUILTIN_CNN
         ) or name.startswith("text_encoder.model.")
         (pretrained if is_pretrained else rest).append(parameter)
     groups = [{"params": rest, "lr": options.lr}]
@@ -217,18 +279,18 @@ def train(options: TrainOptions) -> list[EpochRecord]:
     out = Path(options.out)
     data = Path(options.data)
     set_seed(options.seed)
-    trackers = _tensorboard_available()
     accelerator = Accelerator(
         # Without an accelerator, processes started by a launcher train on CPUs (gloo).
         cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         mixed_precision="bf16" if _bf16_gpu() else "no",
-        log_with="tensorboard" if trackers else None,
+        log_with="tensorboard",
         project_dir=str(out),
     )
     samples = list(read_samples(data))
     if not samples:
         raise TrainingError(f"{data} holds no samples")
     groups = group_by_image(samples, data.parent)
+    _check_inputs(options, groups)
     state = _read_state(out) if options.resume else None
     if state is not None:
         model = NativeGroundingModel.from_pretrained(out / "last")
@@ -236,10 +298,11 @@ def train(options: TrainOptions) -> list[EpochRecord]:
     else:
         model, tokenizer = build_model(options, [s.query for s in samples])
     config = model.config
+    absent = AbsentQueries(groups, data.parent / SCENES_FILE) if options.absent_fraction else None
     dataset = GroundingDataset(
-        groups, config.image_size, seed=options.seed, augment=options.augment,
-        absent=AbsentQueries(groups, data.parent / "scenes.jsonl"),
-        absent_fraction=options.absent_fraction, cache_images=options.cache_images,
+        groups, config.image_size, seed=options.seed, augment=options.augment, absent=absent,
+        absent_fraction=options.absent_fraction,
+        cache_images=options.cache_images and options.num_workers == 0,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=options.batch_size, shuffle=True, num_workers=options.num_workers,
@@ -257,9 +320,8 @@ def train(options: TrainOptions) -> list[EpochRecord]:
     total_steps = max(1, options.epochs * len(loader))
     budget = options.max_minutes * 60 if options.max_minutes else None
     factor = _schedule(options.warmup_fraction)
-    if trackers:
-        accelerator.init_trackers("sceneloc-train")
-    start = time.monotonic()
+    accelerator.init_trackers("sceneloc-train")
+    clock = Clock(accelerator, already=state.get("seconds", 0.0) if state else 0.0)
     records: list[EpochRecord] = []
     queries_seen = 0
     with _progress(accelerator) as progress:
@@ -269,7 +331,7 @@ def train(options: TrainOptions) -> list[EpochRecord]:
             model.train()
             losses = []
             for batch in loader:
-                elapsed = time.monotonic() - start
+                elapsed = clock.elapsed()
                 done = max(step / total_steps, elapsed / budget if budget else 0.0)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor(done)
@@ -287,22 +349,23 @@ def train(options: TrainOptions) -> list[EpochRecord]:
                 progress.update(task, completed=step, description=description)
                 if step % LOG_EVERY == 0:
                     logger.info("step %d, %s", step, description)
-                if budget and time.monotonic() - start > budget:
+                if budget and elapsed > budget:
                     break
             record = _end_epoch(
                 accelerator, model, tokenizer, options, epoch, step, losses,
-                time.monotonic() - start, optimizer.param_groups[0]["lr"],
+                clock.elapsed(), optimizer.param_groups[0]["lr"],
             )  # fmt: skip
             records.append(record)
-            if accelerator.is_main_process and record.val_acc is not None and record.val_acc > best:
-                best = record.val_acc
-                _save(accelerator, model, tokenizer, out / "best")
-            if accelerator.is_main_process and options.val is None:
-                _save(accelerator, model, tokenizer, out / "best")
+            improved = record.val_acc is not None and record.val_acc > best
+            if improved or options.val is None:
+                best = record.val_acc if improved else best
+                if accelerator.is_main_process:
+                    shutil.copytree(out / "last", out / "best", dirs_exist_ok=True)
             accelerator.save_state(str(out / "state"))
+            seconds = clock.elapsed()  # on every process: the clock is a collective
             if accelerator.is_main_process:
-                _write_state(out, {"epoch": epoch, "step": step, "best": best})
-            if budget and time.monotonic() - start > budget:
+                _write_state(out, {"epoch": epoch, "step": step, "best": best, "seconds": seconds})
+            if budget and seconds > budget:
                 logger.info("time budget of %.1f minutes reached", options.max_minutes)
                 break
     if accelerator.num_processes > 1:
@@ -378,6 +441,24 @@ def _append_csv(path: Path, record: EpochRecord) -> None:
         writer.writerow(row)
 
 
+def _check_inputs(options: TrainOptions, groups: list[ImageGroup]) -> None:
+    """Find missing files and an unusable ``--out`` now, not hours into the run."""
+    missing = [group.path for group in groups if not group.path.is_file()]
+    if missing:
+        raise TrainingError(f"{len(missing)} training image(s) not found, e.g. {missing[0]}")
+    if options.val and not Path(options.val).is_file():
+        raise TrainingError(f"validation file not found: {options.val}")
+    out = Path(options.out)
+    if not options.resume and (out / "trainer_state.json").exists():
+        raise TrainingError(f"{out} holds a training run; pass --resume or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    if options.cache_images and options.num_workers > 0:
+        logger.warning("cache_images is ignored with data-loading workers (each has its own copy)")
+
+
 def _read_state(out: Path) -> dict[str, Any] | None:
     path = out / "trainer_state.json"
     if not path.is_file() or not (out / "last").is_dir():
@@ -407,15 +488,6 @@ def _write_rank_report(
 
 def _bf16_gpu() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def _tensorboard_available() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        logger.info("tensorboard is not installed: metrics go to metrics.csv only")
-        return False
-    return True
 
 
 def _progress(accelerator: Accelerator) -> Progress:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sceneloc.data import read_samples, write_samples
+
 
 def sceneloc(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "sceneloc", *args], check=True)
@@ -30,10 +31,9 @@ def sceneloc(*args: str) -> None:
 
 def split_files(annotations: Path) -> tuple[Path, Path]:
     """``val.jsonl`` (chooses the best checkpoint) and ``test.jsonl`` (test + compositional)."""
-    lines = annotations.read_text().splitlines()
     val, test = annotations.with_name("val.jsonl"), annotations.with_name("test.jsonl")
-    val.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["split"] == "val"))
-    test.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["split"] != "val"))
+    write_samples(val, (s for s in read_samples(annotations) if s.split == "val"))
+    write_samples(test, (s for s in read_samples(annotations) if s.split != "val"))
     return val, test
 
 

@@ -13,13 +13,13 @@ trains the ``synthetic-cpu`` preset at 320 px, and copies ``best/`` to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from sceneloc.data import read_samples, write_samples
 from sceneloc.native.train import TrainOptions, train
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src/sceneloc/native/weights/native-synth"
@@ -43,9 +43,9 @@ def main() -> None:
     train_dir, val_dir = args.work / "train", args.work / "val"
     synth(train_dir, 6000, 100, "train=1")
     synth(val_dir, 300, 7, "test=0.5,compositional=0.5")
-    lines = (val_dir / "annotations.jsonl").read_text().splitlines()
     val = val_dir / "test.jsonl"
-    val.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["split"] == "test"))
+    samples = read_samples(val_dir / "annotations.jsonl")
+    write_samples(val, (sample for sample in samples if sample.split == "test"))
     options = TrainOptions.build(
         "synthetic-cpu", data=str(train_dir / "annotations.jsonl"), val=str(val),
         out=str(args.work / "run"), image_size=320, epochs=40, max_minutes=args.minutes,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
@@ -23,6 +23,9 @@ from sceneloc.data.format import Sample, parse_box, read_jsonl, read_samples, re
 from sceneloc.errors import DataFormatError, InvalidImageError, SceneLocError
 from sceneloc.evaluation.metrics import MISSING, RECALL_KS, EvaluationResult, Prediction
 from sceneloc.types import Candidate
+
+if TYPE_CHECKING:  # the API imports torch and transformers; only types are needed here
+    from sceneloc.api import Grounder
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +179,7 @@ class _Sizes:
 class ModelPredictor:
     """A loaded :class:`sceneloc.Grounder`: one ``locate`` call per group of samples."""
 
-    def __init__(self, grounder: Any, threshold: float | None = 0.0, top_k: int = MODEL_TOP_K):
+    def __init__(self, grounder: Grounder, threshold: float | None = 0.0, top_k: int = MODEL_TOP_K):
         self.grounder = grounder
         self.threshold = threshold
         self.top_k = top_k
@@ -286,7 +289,7 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
 
 def evaluate_model(
     data: str | Path | Iterable[Sample],
-    grounder: Any,
+    grounder: Grounder,
     *,
     threshold: float | None = 0.0,
     top_k: int = MODEL_TOP_K,

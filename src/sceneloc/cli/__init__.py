@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli import data, demo, evaluate, locate, train
+from sceneloc.cli import batch, data, demo, evaluate, locate, serve, train
 from sceneloc.cli.common import configure_logging
 
 app = typer.Typer(
@@ -34,3 +34,5 @@ app.command()(evaluate.evaluate)
 app.add_typer(data.app, name="data")
 app.command()(train.train)
 app.command()(demo.demo)
+app.command()(batch.batch)
+app.command()(serve.serve)

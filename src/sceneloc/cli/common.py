@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +14,12 @@ err_console = Console(stderr=True)
 
 #: Exit status for bad input (missing files, malformed data, unknown models).
 EXIT_USAGE = 2
+
+# Options that several commands take, declared once (``device: Device = "auto"``).
+Threshold = Annotated[float | None, typer.Option(help="Minimum score (default: the model's own).")]
+TopK = Annotated[int, typer.Option("--top-k", min=1, help="Candidates kept per query.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+Dtype = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
 
 
 def configure_logging(verbose: bool) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sceneloc.cli.common import console, err_console, fail
+from sceneloc.cli.common import Device, Dtype, console, err_console, fail
 from sceneloc.errors import SceneLocError
 
 
@@ -44,8 +44,8 @@ def evaluate(
             "does; a model's own threshold also scores its 'not found' answers."
         ),
     ] = 0.0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     save_predictions: Annotated[
         Path | None,
         typer.Option("--save-predictions", help="Write the predictions here, to re-score later."),

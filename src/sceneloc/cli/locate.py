@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from sceneloc.cli.common import console, fail
+from sceneloc.cli.common import Device, Dtype, Threshold, TopK, console, fail
 from sceneloc.errors import SceneLocError
+from sceneloc.types import slug
 
 DEFAULT_MODEL = "grounding-dino-base"
-
-
-def slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "query"
 
 
 def locate(
@@ -28,12 +24,10 @@ def locate(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Short name, hub id or local directory.")
     ] = DEFAULT_MODEL,
-    threshold: Annotated[
-        float | None, typer.Option(help="Minimum score (default: the model's own).")
-    ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Candidates kept per query.")] = 5,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    threshold: Threshold = None,
+    top_k: TopK = 5,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
     out: Annotated[
         Path | None, typer.Option(help="Folder for the annotated image and one crop per query.")
     ] = None,

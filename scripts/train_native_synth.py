@@ -2,12 +2,12 @@
 
 This is how the shipped weights were made (on the project's 2-core CPU machine):
 
-    python scripts/train_native_synth.py [--minutes 55] [--work runs/native-synth]
+    python scripts/train_native_synth.py [--minutes 60] [--work runs/native-synth]
 
 It draws 6,000 training scenes (seed 100) and a validation set with another seed (7),
-trains the ``synthetic-cpu`` preset at 320 px, and copies ``best/`` to
-``src/sceneloc/native/weights/native-synth``. Then measure it on fresh scenes with
-``python benchmarks/bundled_model.py``.
+trains the ``synthetic-cpu`` preset, and copies ``best/`` to
+``src/sceneloc/native/weights/native-synth``. Then measure it on fresh scenes as the
+README shows (``sceneloc data synth --seed 11 ...`` and ``sceneloc evaluate``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def synth(out: Path, images: int, seed: int, splits: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=55.0)
+    parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--work", type=Path, default=Path("runs/native-synth"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -48,7 +48,7 @@ def main() -> None:
     write_samples(val, (sample for sample in samples if sample.split == "test"))
     options = TrainOptions.build(
         "synthetic-cpu", data=str(train_dir / "annotations.jsonl"), val=str(val),
-        out=str(args.work / "run"), image_size=320, epochs=40, max_minutes=args.minutes,
+        out=str(args.work / "run"), epochs=40, max_minutes=args.minutes,
         val_limit=300,
     )  # fmt: skip
     train(options)

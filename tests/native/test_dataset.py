@@ -18,6 +18,7 @@ from sceneloc.native.dataset import (
     AbsentQueries,
     Collator,
     GroundingDataset,
+    SceneAnnotations,
     group_by_image,
     mirror_query,
 )
@@ -204,7 +205,7 @@ def test_absent_queries_name_a_colour_and_shape_missing_from_the_image(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
     assert len(groups) == 3
     pairs = scene_pairs(synth)
-    absent = AbsentQueries(groups, synth / "scenes.jsonl")
+    absent = AbsentQueries(groups, SceneAnnotations(synth / "scenes.jsonl"))
     rng = np.random.default_rng(0)
     for group in groups:
         asked = set()
@@ -219,8 +220,8 @@ def test_absent_queries_name_a_colour_and_shape_missing_from_the_image(synth):
         assert len(asked) > 1
 
 
-def test_without_scenes_absent_queries_are_borrowed_from_other_images(groups, tmp_path):
-    absent = AbsentQueries(groups, tmp_path / "no-scenes.jsonl")
+def test_without_scenes_absent_queries_are_borrowed_from_other_images(groups):
+    absent = AbsentQueries(groups, None)
     rng = np.random.default_rng(0)
     for group in groups:
         others = {q for g in groups if g is not group for q in g.queries}
@@ -232,7 +233,7 @@ def test_without_scenes_absent_queries_are_borrowed_from_other_images(groups, tm
 def test_dataset_adds_absent_queries_with_presence_zero(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
     pairs = scene_pairs(synth)
-    absent = AbsentQueries(groups, synth / "scenes.jsonl")
+    absent = AbsentQueries(groups, SceneAnnotations(synth / "scenes.jsonl"))
     dataset = GroundingDataset(groups, SIZE, augment=False, absent=absent, absent_fraction=1.0)
     for index, group in enumerate(groups):
         item = dataset[index]
@@ -243,6 +244,44 @@ def test_dataset_adds_absent_queries_with_presence_zero(synth):
             color, shape = ABSENT.fullmatch(query).groups()
             assert (color, shape) not in pairs[group.image_id]
             assert box == [0.5, 0.5, 1.0, 1.0]
+
+
+def test_scene_annotations_give_every_object_its_attributes(synth):
+    scenes = SceneAnnotations(synth / "scenes.jsonl")
+    attributes = scenes.attributes()
+    assert list(attributes) == ["color", "shape", "size"]
+    assert set(attributes["color"]) <= set(COLORS) and set(attributes["shape"]) <= set(SHAPES)
+    for line in (synth / "scenes.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        rows = scenes.targets(record["image_id"], attributes)
+        assert len(rows) == len(record["objects"])
+        for obj, (cx, cy, color, shape, size) in zip(record["objects"], rows):
+            x1, y1, x2, y2 = obj["box"]
+            assert cx * record["width"] == pytest.approx((x1 + x2) / 2)
+            assert cy * record["height"] == pytest.approx((y1 + y2) / 2)
+            named = (attributes["color"][color], attributes["shape"][shape])
+            assert named == (obj["color"], obj["shape"])
+            assert attributes["size"][size] == obj["size"]
+    assert scenes.targets("not-an-image", attributes) == []
+
+
+def test_flipped_items_mirror_object_centres_too(synth):
+    groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
+    scenes = SceneAnnotations(synth / "scenes.jsonl")
+    attributes = scenes.attributes()
+    plain = GroundingDataset(groups, SIZE, augment=False, scenes=scenes, attributes=attributes)
+    flipped_any = False
+    for epoch in range(4):
+        augmented = GroundingDataset(groups, SIZE, scenes=scenes, attributes=attributes)
+        augmented.set_epoch(epoch)
+        for index in range(len(groups)):
+            original, item = plain[index], augmented[index]
+            flipped = not np.array_equal(item["pixels"], original["pixels"])
+            flipped_any |= flipped
+            for (cx, cy, *labels), (fx, fy, *flabels) in zip(original["objects"], item["objects"]):
+                assert flabels == labels and fy == cy
+                assert fx == pytest.approx(1 - cx if flipped else cx)
+    assert flipped_any
 
 
 # --- batches ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sceneloc.native import NativeConfig, NativeGroundingModel, NativeOutput
-from sceneloc.native.model import cxcywh_to_xyxy, generalized_iou
+from sceneloc.native.model import ATTRIBUTE_WEIGHT, cxcywh_to_xyxy, generalized_iou
 
 FUSIONS = ("cross-attention", "concat")
 IMAGE_SIZE = 64
@@ -208,6 +208,43 @@ def test_with_no_referent_present_only_the_presence_loss_counts(fusion):
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
     head = model.presence_head if fusion == "cross-attention" else model.mlp[-1]
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
+ATTRIBUTES = {"color": ["blue", "red"], "shape": ["circle", "square", "star"]}
+#: Two objects in image 0, one in image 1 (its second row is padding).
+CENTERS = torch.tensor([[[0.1, 0.1], [0.9, 0.6]], [[0.5, 0.5], [0.0, 0.0]]])
+LABELS = torch.tensor([[[0, 2], [1, 0]], [[1, 1], [-100, -100]]])
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_attribute_loss_names_each_object_at_its_centre_token(fusion):
+    model = tiny_model(fusion, object_attributes=ATTRIBUTES, dropout=0.0).train()
+    plain = model(**batch(boxes=TARGETS, present=PRESENT)).loss
+    out = model(**batch(boxes=TARGETS, present=PRESENT, object_centers=CENTERS,
+                        object_labels=LABELS))  # fmt: skip
+    # The extra term is the weighted mean over attributes of the cross-entropy at the centres.
+    visual, _grid = model.image_encoder(pixels(2))
+    if fusion == "cross-attention":
+        visual = model.image_context(visual)
+    cells = [(0, 0 * GRID + 0), (0, 2 * GRID + 3), (1, 2 * GRID + 2)]  # (image, row*w+col)
+    tokens = torch.stack([visual[image, cell] for image, cell in cells])
+    expected = sum(
+        torch.nn.functional.cross_entropy(head(tokens), LABELS[[0, 0, 1], [0, 1, 0], i])
+        for i, head in enumerate(model.attribute_heads.values())
+    ) / len(ATTRIBUTES)
+    assert (out.loss - plain).item() == pytest.approx(ATTRIBUTE_WEIGHT * expected.item(), rel=1e-4)
+    out.loss.backward()
+    assert model.attribute_heads["shape"].weight.grad.abs().sum() > 0
+    assert model.image_encoder.project.weight.grad.abs().sum() > 0
+
+
+def test_attribute_loss_ignores_images_without_objects():
+    model = tiny_model(object_attributes=ATTRIBUTES, dropout=0.0).train()
+    ignored = torch.full_like(LABELS, -100)
+    out = model(**batch(boxes=TARGETS, present=PRESENT, object_centers=CENTERS,
+                        object_labels=ignored))  # fmt: skip
+    plain = model(**batch(boxes=TARGETS, present=PRESENT)).loss
+    assert out.loss.item() == pytest.approx(plain.item())
 
 
 def test_concat_loss_is_lower_for_the_right_box():

@@ -67,6 +67,14 @@ def train(
         float | None,
         typer.Option(min=0.0, max=1.0, help="Extra queries whose referent is absent, per query."),
     ] = None,
+    learn_attributes: Annotated[
+        bool | None,
+        typer.Option(
+            "--learn-attributes/--no-learn-attributes",
+            help="When the data has a scenes.jsonl (synthetic scenes), also teach the image "
+            "features every object's colour, shape and size (default: on).",
+        ),
+    ] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading workers.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
@@ -83,6 +91,7 @@ def train(
         "image_size": image_size, "hidden_size": hidden_size, "fusion_layers": fusion_layers,
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr,
         "seed": seed, "absent_fraction": absent_fraction, "num_workers": num_workers,
+        "learn_attributes": learn_attributes,
         "resume": resume or None,
     }  # fmt: skip
     given.update(

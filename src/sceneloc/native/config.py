@@ -47,6 +47,7 @@ class NativeConfig(PretrainedConfig):
         dropout: float = 0.1,
         backbone_config: dict[str, Any] | None = None,
         text_config: dict[str, Any] | None = None,
+        object_attributes: dict[str, list[str]] | None = None,
         **kwargs: Any,
     ) -> None:
         if fusion not in FUSIONS:
@@ -72,4 +73,7 @@ class NativeConfig(PretrainedConfig):
         # The pretrained encoders' own configs, kept so a saved model rebuilds offline.
         self.backbone_config = backbone_config
         self.text_config = text_config
+        # Attributes (name -> values) the visual tokens learn to name at each object's centre
+        # in training, when the data lists every object (synthetic scenes); unused at inference.
+        self.object_attributes = object_attributes
         super().__init__(**kwargs)

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sceneloc.data.format import Sample, read_jsonl
 from sceneloc.errors import DataFormatError, SceneLocError
+from sceneloc.evaluation.baselines import SCENES_FILE
 from sceneloc.images import load_image
 from sceneloc.native.config import NativeConfig
 from sceneloc.native.processing import resize, to_normalized, tokenize
@@ -58,27 +59,76 @@ def group_by_image(samples: Iterable[Sample], root: Path) -> list[ImageGroup]:
     return list(groups.values())
 
 
+class SceneAnnotations:
+    """Every object of every image, from a ``scenes.jsonl`` (the synthetic generator's).
+
+    Attribute targets cover every object: an object of a held-out colour-shape pair is
+    labelled with its colour and its shape separately, while no query, absent ones
+    included, names the pair.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.objects: dict[str, list[dict[str, Any]]] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+        for _, record in read_jsonl(path):
+            image_id = str(record.get("image_id"))
+            self.objects[image_id] = record.get("objects", [])
+            self.sizes[image_id] = (record.get("width", 1), record.get("height", 1))
+
+    @classmethod
+    def beside(cls, data: Path) -> SceneAnnotations | None:
+        """The annotations in the data file's folder, if it has them."""
+        path = data.parent / SCENES_FILE
+        return cls(path) if path.is_file() else None
+
+    def attributes(self) -> dict[str, list[str]]:
+        """Each text-valued object field (colour, shape, size) and its values, sorted."""
+        values: dict[str, set[str]] = {}
+        for objects in self.objects.values():
+            for obj in objects:
+                for name, value in obj.items():
+                    if isinstance(value, str):
+                        values.setdefault(name, set()).add(value)
+        return {name: sorted(found) for name, found in sorted(values.items())}
+
+    def targets(self, image_id: str | None, attributes: dict[str, list[str]]) -> list[list[float]]:
+        """``[cx, cy, class of each attribute...]`` per object, centre normalised."""
+        if image_id not in self.objects:
+            return []
+        width, height = self.sizes[image_id]
+        rows = []
+        for obj in self.objects[image_id]:
+            x1, y1, x2, y2 = obj["box"]
+            labels = [
+                values.index(obj[name]) if obj.get(name) in values else IGNORE
+                for name, values in attributes.items()
+            ]
+            rows.append([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, *labels])
+        return rows
+
+
+#: Label of an attribute the loss ignores (PyTorch's ``ignore_index`` default).
+IGNORE = -100
+
+
 class AbsentQueries:
     """Queries whose referent is certainly not in an image, to teach the presence head.
 
-    With the synthetic scenes' object lists, a colour-shape pair missing from the image is
-    asked for; otherwise a query of another image is borrowed, which for real photos is
-    almost always absent.
+    With scene annotations, a colour-shape pair missing from the image is asked for;
+    otherwise a query of another image is borrowed, which for real photos is almost always
+    absent.
     """
 
-    def __init__(self, groups: list[ImageGroup], scenes: Path | None) -> None:
+    def __init__(self, groups: list[ImageGroup], scenes: SceneAnnotations | None) -> None:
         self.groups = groups
         self.present_pairs: dict[str, set[tuple[str, str]]] | None = None
-        if scenes is not None and scenes.is_file():
+        if scenes is not None:
             from sceneloc.data.synth import COLORS, HELD_OUT, SHAPES
 
-            # Held-out pairs are never named in training, not even as absent ones.
             self.pairs = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT]
             self.present_pairs = {
-                str(record.get("image_id")): {
-                    (o.get("color"), o.get("shape")) for o in record.get("objects", [])
-                }
-                for _, record in read_jsonl(scenes)
+                image_id: {(o.get("color"), o.get("shape")) for o in objects}
+                for image_id, objects in scenes.objects.items()
             }
 
     def sample(self, group: ImageGroup, rng: np.random.Generator) -> str | None:
@@ -107,13 +157,18 @@ class GroundingDataset(torch.utils.data.Dataset):
         absent: AbsentQueries | None = None,
         absent_fraction: float = 0.0,
         cache_images: bool = False,
+        scenes: SceneAnnotations | None = None,
+        attributes: dict[str, list[str]] | None = None,
     ) -> None:
+        """With ``scenes`` and ``attributes``, items carry every object's attribute targets."""
         self.groups = groups
         self.image_size = image_size
         self.seed = seed
         self.augment = augment
         self.absent = absent
         self.absent_fraction = absent_fraction
+        self.scenes = scenes if attributes else None
+        self.attributes = attributes or {}
         self.cache: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = (
             {} if cache_images else None
         )
@@ -152,11 +207,16 @@ class GroundingDataset(torch.utils.data.Dataset):
                     queries.append(query)
                     boxes.append([0.5, 0.5, 1.0, 1.0])
                     present.append(0.0)
+        item = {"queries": queries, "boxes": boxes, "present": present}
+        if self.scenes is not None:
+            item["objects"] = self.scenes.targets(group.image_id, self.attributes)
         if self.augment and rng.random() < 0.5:
             pixels = pixels[:, :, ::-1].copy()
-            queries = [mirror_query(q) for q in queries]
-            boxes = [[1.0 - cx, cy, w, h] for cx, cy, w, h in boxes]
-        return {"pixels": pixels, "queries": queries, "boxes": boxes, "present": present}
+            item["queries"] = [mirror_query(q) for q in queries]
+            item["boxes"] = [[1.0 - cx, cy, w, h] for cx, cy, w, h in boxes]
+            if "objects" in item:
+                item["objects"] = [[1.0 - cx, cy, *labels] for cx, cy, *labels in item["objects"]]
+        return {"pixels": pixels, **item}
 
 
 class Collator:
@@ -169,7 +229,7 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         queries = [q for item in items for q in item["queries"]]
         text = tokenize(self.tokenizer, queries, self.config)
-        return {
+        batch = {
             "pixel_values": torch.from_numpy(np.stack([item["pixels"] for item in items])),
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],
@@ -181,3 +241,16 @@ class Collator:
             ),
             "present": torch.tensor([p for item in items for p in item["present"]]),
         }
+        if "objects" in items[0]:
+            batch["object_centers"], batch["object_labels"] = self._objects(items)
+        return batch
+
+    def _objects(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objects padded to the busiest image: centres ``(b, m, 2)``, labels ``(b, m, k)``."""
+        most = max(1, *(len(item["objects"]) for item in items))
+        width = 2 + len(self.config.object_attributes or {})
+        table = torch.full((len(items), most, width), float(IGNORE))
+        for row, item in enumerate(items):
+            if item["objects"]:
+                table[row, : len(item["objects"])] = torch.tensor(item["objects"])
+        return table[..., :2].clamp(0, 1), table[..., 2:].long()

@@ -5,6 +5,13 @@ and the text tokens (in the manner of TransVG). Its box head scores every visual
 the referent's centre and predicts a normalised centre/size there; the box token gives the
 presence score ("is it there at all"). ``concat`` fusion is the seeds' baseline: pooled
 image and text vectors concatenated into an MLP that regresses the box directly.
+
+When the training data lists every object of an image (the synthetic scenes'
+``scenes.jsonl``), attribute heads also name each object's colour, shape and size at its
+centre token. Measured on the synthetic scenes: trained on the grounding loss alone, the
+visual tokens never learnt colour (a probe read it at chance after 750 steps, so the model
+picked the right shape in the wrong colour); with these dense labels, weighted well above
+the grounding terms, they do within a hundred steps and grounding accuracy doubles.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from transformers.utils import ModelOutput
 from sceneloc.native.config import WORD_VECTORS, NativeConfig
 from sceneloc.native.encoders import ImageEncoder, TextEncoder, masked_mean, transformer
 
-#: Loss weights (DETR's balance of L1 and GIoU; the others at 1).
-L1_WEIGHT, GIOU_WEIGHT, CELL_WEIGHT, PRESENCE_WEIGHT = 5.0, 2.0, 1.0, 1.0
+#: Loss weights: DETR's balance of L1 and GIoU, the cell and presence terms at 1, and the
+#: attribute term at 10 (at 1 the grounding gradients drown it and colour is not learnt).
+L1_WEIGHT, GIOU_WEIGHT, CELL_WEIGHT, PRESENCE_WEIGHT, ATTRIBUTE_WEIGHT = 5.0, 2.0, 1.0, 1.0, 10.0
 
 
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -41,6 +49,14 @@ def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     hull = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).clamp(min=0)
     hull_area = hull.prod(dim=1).clamp(min=1e-7)
     return iou - (hull_area - union) / hull_area
+
+
+def _cell_index(x: torch.Tensor, y: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The flat index of the grid cell under each normalised point."""
+    height, width = grid
+    column = (x * width).long().clamp(0, width - 1)
+    row = (y * height).long().clamp(0, height - 1)
+    return row * width + column
 
 
 @dataclass
@@ -87,6 +103,14 @@ class NativeGroundingModel(PreTrainedModel):
                 nn.Linear(2 * hidden, 2 * hidden), nn.GELU(), nn.Dropout(config.dropout),
                 nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 5),
             )  # fmt: skip
+        # Dense auxiliary targets: every object's attributes named at its centre token,
+        # many labels per image where queries give a handful.
+        self.attribute_heads = nn.ModuleDict(
+            {
+                name: nn.Linear(hidden, len(values))
+                for name, values in (config.object_attributes or {}).items()
+            }
+        )
         self.post_init()
         self.freeze()
 
@@ -127,23 +151,51 @@ class NativeGroundingModel(PreTrainedModel):
         image_index: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         present: torch.Tensor | None = None,
+        object_centers: torch.Tensor | None = None,
+        object_labels: torch.Tensor | None = None,
     ) -> NativeOutput:
         """Ground each query (row of ``input_ids``) in image ``image_index[q]``.
 
         Each image is encoded once however many queries refer to it. With ``boxes``
         (normalised cx, cy, w, h) and ``present`` (1 when the referent is in the image),
-        the output carries the training loss.
+        the output carries the training loss; ``object_centers`` ``(images, m, 2)`` and
+        ``object_labels`` ``(images, m, attributes)`` add the attribute loss.
         """
         visual, grid = self.image_encoder(pixel_values)
         if self.config.fusion == "cross-attention":
             visual = self.image_context(visual)
+        attribute_loss = None
+        if object_labels is not None and object_centers is not None and self.attribute_heads:
+            attribute_loss = self._attribute_loss(visual, grid, object_centers, object_labels)
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
-        visual = visual[image_index]
         text = self.text_encoder(input_ids, attention_mask)
         if self.config.fusion == "cross-attention":
-            return self._cross_attention(visual, grid, text, attention_mask, boxes, present)
-        return self._concat(visual, text, attention_mask, boxes, present)
+            output = self._cross_attention(
+                visual[image_index], grid, text, attention_mask, boxes, present
+            )
+        else:
+            output = self._concat(visual[image_index], text, attention_mask, boxes, present)
+        if output.loss is not None and attribute_loss is not None:
+            output.loss = output.loss + ATTRIBUTE_WEIGHT * attribute_loss
+        return output
+
+    def _attribute_loss(
+        self,
+        visual: torch.Tensor,
+        grid: tuple[int, int],
+        centers: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """Cross-entropy of each attribute head at the token under each object's centre."""
+        cells = _cell_index(centers[..., 0], centers[..., 1], grid)
+        tokens = visual.gather(1, cells.unsqueeze(-1).expand(-1, -1, visual.shape[-1]))
+        losses = [
+            F.cross_entropy(head(tokens).flatten(0, 1), labels[..., i].flatten())
+            for i, head in enumerate(self.attribute_heads.values())
+            if (labels[..., i] >= 0).any()
+        ]
+        return torch.stack(losses).mean() if losses else visual.sum() * 0.0
 
     def _cross_attention(
         self,
@@ -176,10 +228,7 @@ class NativeGroundingModel(PreTrainedModel):
         best = cell_boxes[rows, cell_logits.argmax(dim=1)]
         loss = None
         if boxes is not None and present is not None:
-            height, width = grid
-            column = (boxes[:, 0] * width).long().clamp(0, width - 1)
-            row = (boxes[:, 1] * height).long().clamp(0, height - 1)
-            target_cell = row * width + column
+            target_cell = _cell_index(boxes[:, 0], boxes[:, 1], grid)
             positive = present > 0.5
             loss = self._box_loss(cell_boxes[rows, target_cell], boxes, positive)
             if positive.any():

@@ -30,13 +30,13 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sceneloc.data.format import read_samples
 from sceneloc.errors import SceneLocError
-from sceneloc.evaluation.baselines import SCENES_FILE
 from sceneloc.native.config import BUILTIN_CNN, BUILTIN_TEXT, FUSIONS, WORD_VECTORS, NativeConfig
 from sceneloc.native.dataset import (
     AbsentQueries,
     Collator,
     GroundingDataset,
     ImageGroup,
+    SceneAnnotations,
     group_by_image,
 )
 from sceneloc.native.model import NativeGroundingModel
@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "synthetic-cpu": {
         "image_encoder": BUILTIN_CNN, "text_encoder": BUILTIN_TEXT, "fusion": "cross-attention",
         "image_size": 256, "hidden_size": 64, "fusion_layers": 2, "image_layers": 2,
-        "attention_heads": 2, "dropout": 0.0, "batch_size": 8, "lr": 2e-3,
+        "attention_heads": 2, "dropout": 0.0, "batch_size": 4, "lr": 2e-3,
         "warmup_fraction": 0.03, "absent_fraction": 0.1, "cache_images": True,
     },
     # The seeds' architecture for real photos: ResNet-50 and BERT, cross-attention fusion.
@@ -112,6 +112,7 @@ class TrainOptions:
     grad_clip: float = 1.0
     seed: int = 0
     absent_fraction: float = 0.0
+    learn_attributes: bool = True
     augment: bool = True
     cache_images: bool = False
     num_workers: int = 0
@@ -213,15 +214,18 @@ def _schedule(warmup_fraction: float) -> Callable[[float], float]:
 
 
 def build_model(
-    options: TrainOptions, texts: list[str]
+    options: TrainOptions,
+    texts: list[str],
+    object_attributes: dict[str, list[str]] | None = None,
 ) -> tuple[NativeGroundingModel, PreTrainedTokenizerBase]:
     """A fresh model and its tokenizer; pretrained encoders are downloaded (or read) here."""
-    config_values = {
+    config_values: dict[str, Any] = {
         name: getattr(options, name)
         for name in ("image_encoder", "text_encoder", "fusion", "image_size", "hidden_size",
                      "fusion_layers", "image_layers", "attention_heads", "text_layers", "dropout",
                      "freeze_image_encoder", "freeze_text_encoder")
     }  # fmt: skip
+    config_values["object_attributes"] = object_attributes
     vectors = None
     if options.text_encoder == BUILTIN_TEXT:
         tokenizer = word_tokenizer(vocabulary_from_texts(texts), max_length=MAX_TEXT_LENGTH)
@@ -291,18 +295,21 @@ def train(options: TrainOptions) -> list[EpochRecord]:
         raise TrainingError(f"{data} holds no samples")
     groups = group_by_image(samples, data.parent)
     _check_inputs(options, groups)
+    scenes = SceneAnnotations.beside(data)
     state = _read_state(out) if options.resume else None
     if state is not None:
         model = NativeGroundingModel.from_pretrained(out / "last")
         tokenizer = AutoTokenizer.from_pretrained(out / "last")
     else:
-        model, tokenizer = build_model(options, [s.query for s in samples])
+        attributes = scenes.attributes() if scenes and options.learn_attributes else None
+        model, tokenizer = build_model(options, [s.query for s in samples], attributes)
     config = model.config
-    absent = AbsentQueries(groups, data.parent / SCENES_FILE) if options.absent_fraction else None
+    absent = AbsentQueries(groups, scenes) if options.absent_fraction else None
     dataset = GroundingDataset(
         groups, config.image_size, seed=options.seed, augment=options.augment, absent=absent,
         absent_fraction=options.absent_fraction,
         cache_images=options.cache_images and options.num_workers == 0,
+        scenes=scenes, attributes=config.object_attributes,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=options.batch_size, shuffle=True, num_workers=options.num_workers,

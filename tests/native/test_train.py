@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -110,7 +112,7 @@ def test_two_processes_share_the_data_and_end_identical(synth, tmp_path):
         "-m", "sceneloc", "train", "--data", str(synth / "train.jsonl"), "--out", str(out),
         "--epochs", "1", "--preset", "synthetic-cpu", *TINY,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = _run_process_group(command, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / "ranks" / f"rank{i}.json").read_text()) for i in (0, 1)]
     images = len({json.loads(line)["image"] for line in (synth / "train.jsonl").open()})
@@ -119,6 +121,19 @@ def test_two_processes_share_the_data_and_end_identical(synth, tmp_path):
     # Each process takes half the images (Accelerate pads the last batch to even counts).
     assert all(r["batches_per_epoch"] == -(-images // (2 * 4)) for r in ranks)
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+
+
+def _run_process_group(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run the launcher in its own session; on timeout kill it and its workers, show output."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"launcher timed out after {timeout} s\n{stdout[-2000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def test_a_finished_run_is_not_overwritten_without_resume(synth, tmp_path):

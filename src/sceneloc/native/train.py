@@ -377,6 +377,9 @@ def train(options: TrainOptions) -> list[EpochRecord]:
                 break
     if accelerator.num_processes > 1:
         _write_rank_report(accelerator, model, out, queries_seen, len(loader))
+    # Every process reaches this point before the process group goes: destroying it while a
+    # peer is still busy can hang (pytorch/pytorch#75097).
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return records
 

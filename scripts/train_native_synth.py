@@ -8,6 +8,9 @@ It draws 6,000 training scenes (seed 100) and a validation set with another seed
 trains the ``synthetic-cpu`` preset, and copies ``best/`` to
 ``src/sceneloc/native/weights/native-synth``. Then measure it on fresh scenes as the
 README shows (``sceneloc data synth --seed 11 ...`` and ``sceneloc evaluate``).
+
+``--calibrate-only`` keeps the installed weights and only calibrates their presence score
+again on the validation scenes (training does this every epoch).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sceneloc
 from sceneloc.data import read_samples, write_samples
-from sceneloc.native.train import TrainOptions, train
+from sceneloc.native.calibration import calibrate_presence
+from sceneloc.native.train import CALIBRATION_QUERIES, TrainOptions, train
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src/sceneloc/native/weights/native-synth"
 
@@ -38,14 +43,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--work", type=Path, default=Path("runs/native-synth"))
+    parser.add_argument("--calibrate-only", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train_dir, val_dir = args.work / "train", args.work / "val"
-    synth(train_dir, 6000, 100, "train=1")
     synth(val_dir, 300, 7, "test=0.5,compositional=0.5")
     val = val_dir / "test.jsonl"
     samples = read_samples(val_dir / "annotations.jsonl")
     write_samples(val, (sample for sample in samples if sample.split == "test"))
+    if args.calibrate_only:
+        calibrate_installed(val)
+        return
+    synth(train_dir, 6000, 100, "train=1")
     options = TrainOptions.build(
         "synthetic-cpu", data=str(train_dir / "annotations.jsonl"), val=str(val),
         out=str(args.work / "run"), epochs=40, max_minutes=args.minutes,
@@ -55,6 +64,13 @@ def main() -> None:
     shutil.rmtree(PACKAGE_WEIGHTS, ignore_errors=True)
     shutil.copytree(args.work / "run" / "best", PACKAGE_WEIGHTS)
     logging.info("installed %s", PACKAGE_WEIGHTS)
+
+
+def calibrate_installed(val: Path) -> None:
+    """Calibrate the installed model's presence score on ``val``; its weights stay as they are."""
+    backend = sceneloc.load(str(PACKAGE_WEIGHTS), device="cpu").backend
+    calibrate_presence(backend, val, limit=CALIBRATION_QUERIES)
+    backend.config.save_pretrained(PACKAGE_WEIGHTS)
 
 
 if __name__ == "__main__":

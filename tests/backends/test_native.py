@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -120,6 +121,23 @@ def test_default_threshold_is_an_even_presence(grounder, scene):
     (result,) = grounder.locate(scene, QUERIES[0], threshold=0.0)
     (default,) = grounder.locate(scene, QUERIES[0])
     assert default.found == (result.score >= 0.5)
+
+
+def test_calibrated_score_combines_presence_and_best_cell(native_dir, scene, tmp_path):
+    """A model whose config carries calibration weights scores with them."""
+    copy = shutil.copytree(native_dir, tmp_path / "calibrated")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "presence_calibration": [0.5, 2, -1]}))
+    calibrated = sceneloc.load(str(copy), device="cpu")
+    outputs = calibrated.backend.forward(scene.convert("RGB"), QUERIES)
+    best_cell = (
+        outputs.cell_logits.max(dim=1).values
+        if outputs.cell_logits is not None
+        else torch.zeros(len(QUERIES))
+    )
+    expected = torch.sigmoid(0.5 * outputs.presence_logits + 2.0 * best_cell - 1.0)
+    results = calibrated.locate(scene, QUERIES, threshold=0.0)
+    assert [r.score for r in results] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 def test_image_encoded_once_per_call(grounder, scene):

@@ -48,6 +48,9 @@ def test_trains_and_saves_loadable_models(synth, tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert all(0.0 <= float(row["val_acc"]) <= 1.0 for row in rows)
     for kept in ("last", "best"):
+        # Validation also calibrated the presence score: weights fitted, not the defaults.
+        calibration = json.loads((out / kept / "config.json").read_text())["presence_calibration"]
+        assert len(calibration) == 3 and calibration != [1.0, 0.0, 0.0]
         grounder = sceneloc.load(str(out / kept), device="cpu")
         image = synth / "images" / "000000.png"
         (found,) = grounder.locate(image, "the red circle", threshold=0.0)

@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sceneloc.backends.base import Backend, from_pretrained
-from sceneloc.native.model import NativeGroundingModel
+from sceneloc.native.model import NativeGroundingModel, NativeOutput
 from sceneloc.native.processing import normalize, resize, to_pixels, tokenize
 from sceneloc.registry import register_backend
 from sceneloc.types import Candidate
@@ -34,7 +34,7 @@ BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-s
     },
 )
 class NativeBackend(Backend):
-    #: The presence head's probability a referent needs to be reported.
+    #: The (calibrated) presence probability a referent needs to be reported.
     default_threshold = 0.5
 
     def __init__(self, checkpoint: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -59,18 +59,22 @@ class NativeBackend(Backend):
         self.config = model.config
 
     @torch.inference_mode()
-    def predict(
-        self, image: Image.Image, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
+    def forward(self, image: Image.Image, queries: list[str]) -> NativeOutput:
+        """The model's raw outputs for the queries about one image."""
         pixels = torch.from_numpy(resize(image, self.config.image_size))[None].to(self.device)
         text = tokenize(self.tokenizer, queries, self.config)
-        outputs = self.model(
+        return self.model(
             pixel_values=normalize(pixels, self.config).to(self.dtype),
             input_ids=text["input_ids"].to(self.device),
             attention_mask=text["attention_mask"].to(self.device),
             image_index=torch.zeros(len(queries), dtype=torch.long, device=self.device),
         )
-        scores = outputs.presence_logits.float().sigmoid().tolist()
+
+    def predict(
+        self, image: Image.Image, queries: list[str], threshold: float
+    ) -> list[list[Candidate]]:
+        outputs = self.forward(image, queries)
+        scores = self.model.presence_probability(outputs).tolist()
         boxes = outputs.boxes.float().tolist()
         return [
             [Candidate(to_pixels(box, image.width, image.height), score, query)]

@@ -48,6 +48,7 @@ class NativeConfig(PretrainedConfig):
         backbone_config: dict[str, Any] | None = None,
         text_config: dict[str, Any] | None = None,
         object_attributes: dict[str, list[str]] | None = None,
+        presence_calibration: tuple[float, ...] | list[float] = (1.0, 0.0, 0.0),
         **kwargs: Any,
     ) -> None:
         if fusion not in FUSIONS:
@@ -76,4 +77,7 @@ class NativeConfig(PretrainedConfig):
         # Attributes (name -> values) the visual tokens learn to name at each object's centre
         # in training, when the data lists every object (synthetic scenes); unused at inference.
         self.object_attributes = object_attributes
+        # The presence score is sigmoid(a * presence logit + b * best cell logit + c); training
+        # fits (a, b, c) on the validation data (``native.calibration``).
+        self.presence_calibration = list(presence_calibration)
         super().__init__(**kwargs)

@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 MAX_TEXT_LENGTH = 32
 #: Steps between log lines (for runs whose progress bar nobody sees).
 LOG_EVERY = 50
+#: Validation queries (and as many absent ones) that choose the presence threshold.
+CALIBRATION_QUERIES = 500
 
 #: Ready configurations; explicit options override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -421,14 +423,21 @@ def _end_epoch(
 def validate(
     model: NativeGroundingModel, tokenizer: PreTrainedTokenizerBase, options: TrainOptions
 ) -> dict[str, Any]:
-    """Acc@0.5 and mIoU on the validation file, by the same code as ``sceneloc evaluate``."""
+    """Acc@0.5 and mIoU on the validation file, by the same code as ``sceneloc evaluate``;
+    then the presence score is calibrated on it (into ``model.config``)."""
     from sceneloc.api import Grounder
     from sceneloc.backends.native import NativeBackend
     from sceneloc.evaluation import evaluate_model
+    from sceneloc.native.calibration import calibrate_presence
 
     device = next(model.parameters()).device
-    grounder = Grounder(NativeBackend.from_model(model, tokenizer, device), "validation")
-    return evaluate_model(options.val, grounder, threshold=0.0, limit=options.val_limit).to_dict()
+    backend = NativeBackend.from_model(model, tokenizer, device)
+    metrics = evaluate_model(
+        options.val, Grounder(backend, "validation"), threshold=0.0, limit=options.val_limit
+    )
+    limit = min(options.val_limit or CALIBRATION_QUERIES, CALIBRATION_QUERIES)
+    calibrate_presence(backend, options.val, limit=limit, seed=options.seed)
+    return metrics.to_dict()
 
 
 def _save(

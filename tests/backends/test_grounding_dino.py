@@ -49,9 +49,12 @@ def test_matches_reference_for_each_query_asked_with_others(checkpoint, scene):
 
 @pytest.mark.parametrize("query_batch_size", [1, 3])
 def test_query_alone_equals_query_among_others(grounding_dino_dir, scene, query_batch_size):
+    # In float64: the decoder starts from a top-k of the encoder's proposals, and float32
+    # rounding, which differs between batch sizes, can swap two proposals that nearly tie.
     grounder = sceneloc.load(
-        str(grounding_dino_dir), device="cpu", query_batch_size=query_batch_size
-    )
+        str(grounding_dino_dir), device="cpu", dtype=torch.float64,
+        query_batch_size=query_batch_size,
+    )  # fmt: skip
     assert grounder.backend.query_batch_size == query_batch_size
     together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=10)
     for result in together:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from sceneloc.native.calibration import fit_presence
+from sceneloc.backends.native import NativeBackend
+from sceneloc.native import NativeConfig, NativeGroundingModel
+from sceneloc.native.calibration import calibrate_presence, fit_presence
+from sceneloc.native.text import vocabulary_from_texts, word_tokenizer
 
 
 def features(*columns: torch.Tensor) -> torch.Tensor:
@@ -48,3 +53,22 @@ def test_second_input_rescues_what_the_first_cannot_tell_apart():
 def test_both_classes_are_needed():
     with pytest.raises(ValueError, match="both present and absent"):
         fit_presence(features(torch.ones(3), torch.ones(3)), torch.empty(0, 3))
+
+
+def test_one_photo_gives_nothing_to_calibrate_and_keeps_the_config(tmp_path, scene):
+    """Absent queries for photos are borrowed from other images; with one there are none."""
+    scene.save(tmp_path / "photo.png")
+    queries = ["the red square", "a blue triangle"]
+    data = tmp_path / "val.jsonl"
+    data.write_text("".join(
+        json.dumps({"id": str(i), "image": "photo.png", "query": q, "box": [0, 0, 10, 10],
+                    "split": "val"}) + "\n"
+        for i, q in enumerate(queries)
+    ))  # fmt: skip
+    tokenizer = word_tokenizer(vocabulary_from_texts(queries), max_length=8)
+    config = NativeConfig(image_size=64, hidden_size=16, fusion_layers=1, image_layers=1,
+                          text_layers=1, attention_heads=2, cnn_channels=[8, 16, 16, 16],
+                          vocab_size=len(tokenizer), max_text_length=8)  # fmt: skip
+    backend = NativeBackend.from_model(NativeGroundingModel(config), tokenizer, torch.device("cpu"))
+    assert calibrate_presence(backend, data) is None
+    assert backend.model.config.presence_calibration == [1.0, 0.0, 0.0]

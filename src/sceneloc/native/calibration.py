@@ -77,8 +77,10 @@ def fit_presence(present: torch.Tensor, absent: torch.Tensor) -> PresenceCalibra
 
 def calibrate_presence(
     backend: NativeBackend, data: str | Path, limit: int | None = 500, seed: int = 0
-) -> PresenceCalibration:
-    """Fit the presence score on ``data`` and store the weights in the model's config."""
+) -> PresenceCalibration | None:
+    """Fit the presence score on ``data`` and store the weights in the model's config;
+    ``None``, leaving the config as it was, when no absent query can be made (one image of
+    photos and nothing to borrow from)."""
     data = Path(data)
     groups = group_by_image(islice(read_samples(data), limit), data.parent)
     absent_queries = AbsentQueries(groups, SceneAnnotations.beside(data))
@@ -93,6 +95,9 @@ def calibrate_presence(
         ).cpu()
         present.append(features[: len(group.queries)])
         absent.append(features[len(group.queries) :])
+    if not sum(len(rows) for rows in absent):
+        logger.warning("presence score not calibrated: %s gives no absent queries", data)
+        return None
     calibration = fit_presence(torch.cat(present), torch.cat(absent))
     backend.model.config.presence_calibration = calibration.weights
     logger.info("presence score calibrated: %s", calibration)

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 MAX_TEXT_LENGTH = 32
 #: Steps between log lines (for runs whose progress bar nobody sees).
 LOG_EVERY = 50
-#: Validation queries (and as many absent ones) that choose the presence threshold.
+#: Validation queries (and as many absent ones) that calibrate the presence score.
 CALIBRATION_QUERIES = 500
 
 #: Ready configurations; explicit options override them.

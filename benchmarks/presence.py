@@ -1,14 +1,16 @@
 """Saying "not there": how often a model keeps present referents and refuses absent ones.
 
-Asks each image of a synthetic test set its own queries (present) and as many queries
-whose referent is certainly absent (a colour-shape pair missing from the scene, as
-training and calibration make them), at the model's default threshold. Run from the
-repository root:
+Asks each image of a synthetic test set its own queries (present) and queries whose
+referent is certainly absent, at the model's default threshold: as many plain ones (a
+colour-shape pair missing from the scene, as training and calibration make them), and each
+relation query again with its target swapped for a missing pair ("the red star above the
+small circle" where there is no red star). Run from the repository root:
 
     python benchmarks/presence.py [--model native-synth] [--images 200] [--seed 11]
 
-Prints, by query type, the share of present queries kept (and kept with the right box),
-the share of absent queries refused, and the ROC AUC of the score between the two.
+Prints, by query type, the share of present queries kept (and kept with the right box) and
+the ROC AUC of the score against the plain absent queries; then the share of each kind of
+absent query refused.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from rich.table import Table
 
 import sceneloc
 from sceneloc.data import read_samples
+from sceneloc.data.synth.queries import Desc, RelationQuery, parse_query, render_query
 from sceneloc.evaluation.metrics import iou_matrix
-from sceneloc.native.dataset import AbsentQueries, SceneAnnotations, group_by_image
+from sceneloc.native.dataset import AbsentQueries, ImageGroup, SceneAnnotations, group_by_image
 
 
 def main() -> None:
@@ -48,27 +51,55 @@ def main() -> None:
         rng = np.random.default_rng(args.seed)
         kinds = {(sample.image_path(data), sample.query): sample.type for sample in samples}
         present: list[tuple[str, float, bool]] = []  # type, score, right box
-        absent: list[float] = []
+        absent: dict[str, list[float]] = {"plain": [], "relation, target swapped": []}
         for group in groups:
-            others = [q for q in (absent_queries.sample(group, rng) for _ in group.queries) if q]
-            found = grounder.locate(group.path, group.queries + others, threshold=0.0, top_k=1)
+            plain = [q for q in (absent_queries.sample(group, rng) for _ in group.queries) if q]
+            swapped = swapped_relations(group, absent_queries, rng)
+            asked = group.queries + plain + swapped
+            found = grounder.locate(group.path, asked, threshold=0.0, top_k=1)
             for result, box in zip(found, group.boxes):
                 right = iou_matrix([result.box], [box])[0, 0] >= 0.5
                 present.append((kinds[group.path, result.query], result.score, bool(right)))
-            absent += [result.score for result in found[len(group.queries) :]]
-    refused = np.array(absent) < threshold
-    table = Table(title=f"{args.model} at its default threshold {threshold}")
-    for column in ("queries", "n", "kept", "kept, right box", "absent refused", "AUC"):
+            scores = [result.score for result in found[len(group.queries) :]]
+            absent["plain"] += scores[: len(plain)]
+            absent["relation, target swapped"] += scores[len(plain) :]
+    console = Console()
+    table = Table(title=f"{args.model} at its default threshold {threshold}: present queries")
+    for column in ("queries", "n", "kept", "kept, right box", "AUC against plain absent"):
         table.add_column(column)
+    plain_scores = np.array(absent["plain"])
     for kind in [*sorted({p[0] for p in present}), "all"]:
         rows = [p for p in present if kind in ("all", p[0])]
         scores = np.array([score for _, score, _ in rows])
         kept = scores >= threshold
         right = np.array([r for _, _, r in rows])
-        auc = (scores[:, None] > np.array(absent)[None, :]).mean()
+        auc = (scores[:, None] > plain_scores[None, :]).mean()
         table.add_row(kind, str(len(rows)), f"{kept.mean():.3f}", f"{(kept & right).mean():.3f}",
-                      f"{refused.mean():.3f} of {len(absent)}", f"{auc:.3f}")  # fmt: skip
-    Console().print(table)
+                      f"{auc:.3f}")  # fmt: skip
+    console.print(table)
+    refused = Table(title="absent queries")
+    for column in ("kind", "n", "refused"):
+        refused.add_column(column)
+    for kind, scores in absent.items():
+        refused.add_row(kind, str(len(scores)), f"{(np.array(scores) < threshold).mean():.3f}")
+    console.print(refused)
+
+
+def swapped_relations(
+    group: ImageGroup, absent_queries: AbsentQueries, rng: np.random.Generator
+) -> list[str]:
+    """Each relation query of the image with its target replaced by a colour-shape pair the
+    scene lacks: nothing can match it, whatever the relation."""
+    lacking = [pair for pair in absent_queries.pairs
+               if pair not in absent_queries.present_pairs[group.image_id]]  # fmt: skip
+    swapped = []
+    for query in group.queries:
+        spec = parse_query(query)
+        if isinstance(spec, RelationQuery) and lacking:
+            color, shape = lacking[rng.integers(len(lacking))]
+            target = Desc(shape=shape, color=color)
+            swapped.append(render_query(RelationQuery(target, spec.relation, spec.anchor)))
+    return swapped
 
 
 if __name__ == "__main__":

@@ -27,7 +27,13 @@ from rich.table import Table
 
 import sceneloc
 from sceneloc.data import read_samples
-from sceneloc.data.synth.queries import Desc, RelationQuery, parse_query, render_query
+from sceneloc.data.synth.queries import (
+    Desc,
+    RelationQuery,
+    parse_query,
+    render_query,
+    with_target,
+)
 from sceneloc.evaluation.metrics import iou_matrix
 from sceneloc.native.dataset import AbsentQueries, ImageGroup, SceneAnnotations, group_by_image
 
@@ -97,8 +103,7 @@ def swapped_relations(
         spec = parse_query(query)
         if isinstance(spec, RelationQuery) and lacking:
             color, shape = lacking[rng.integers(len(lacking))]
-            target = Desc(shape=shape, color=color)
-            swapped.append(render_query(RelationQuery(target, spec.relation, spec.anchor)))
+            swapped.append(render_query(with_target(spec, Desc(shape=shape, color=color))))
     return swapped
 
 

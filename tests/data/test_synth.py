@@ -33,6 +33,7 @@ from sceneloc.data.synth import (
     spec_from_dict,
     split_counts,
     target_ids,
+    with_target,
 )
 
 SMALL = {"size": 192, "min_objects": 8, "max_objects": 14, "queries_per_image": 6}
@@ -320,3 +321,17 @@ def test_vocabulary_is_wide_enough():
     assert len(SHAPES) >= 5 and len(COLORS) >= 6
     assert {shape for _, shape in HELD_OUT} == set(SHAPES)
     assert len({color for color, _ in HELD_OUT}) == len(HELD_OUT)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("the small blue star", "the red cross"),
+        ("the star above the medium-sized circle", "the red cross above the medium circle"),
+        ("the second star from the left", "the second red cross from the left"),
+        ("three blue hexagons in a row", "three red crosses in a row"),
+        ("the small star inside the big square", "the red cross inside the large square"),
+    ],
+)
+def test_with_target_asks_the_same_question_about_another_target(query, expected):
+    assert render_query(with_target(parse_query(query), Desc("cross", "red"))) == expected

@@ -12,6 +12,13 @@ from PIL import Image, ImageDraw
 
 from sceneloc.data.format import Sample, read_samples
 from sceneloc.data.synth import COLORS, SHAPES, generate
+from sceneloc.data.synth.queries import (
+    AttributeQuery,
+    QuerySpec,
+    SceneObject,
+    parse_query,
+    resolve,
+)
 from sceneloc.errors import DataFormatError
 from sceneloc.native.config import NativeConfig
 from sceneloc.native.dataset import (
@@ -190,34 +197,32 @@ def synth(tmp_path_factory):
     return out
 
 
-def scene_pairs(synth) -> dict[str, set[tuple[str, str]]]:
-    pairs = {}
-    for line in (synth / "scenes.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        pairs[record["image_id"]] = {(o["color"], o["shape"]) for o in record["objects"]}
-    return pairs
+def scene_objects(synth) -> dict[str, list[SceneObject]]:
+    return {
+        record["image_id"]: [SceneObject.from_dict(o) for o in record["objects"]]
+        for record in map(json.loads, (synth / "scenes.jsonl").read_text().splitlines())
+    }
 
 
-ABSENT = re.compile(r"the (\w+) (\w+)")
+def assert_unanswerable(query: str, objects: list[SceneObject]) -> QuerySpec:
+    """The query is in the synthetic grammar and nothing in the scene answers it."""
+    spec = parse_query(query)
+    assert resolve(spec, objects) == [] and resolve(spec, objects, strict=True) == [], query
+    return spec
 
 
-def test_absent_queries_name_a_colour_and_shape_missing_from_the_image(synth):
+def test_absent_queries_ask_for_what_the_image_lacks_in_every_form(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
     assert len(groups) == 3
-    pairs = scene_pairs(synth)
+    objects = scene_objects(synth)
     absent = AbsentQueries(groups, SceneAnnotations(synth / "scenes.jsonl"))
     rng = np.random.default_rng(0)
     for group in groups:
-        asked = set()
-        for _ in range(30):
-            query = absent.sample(group, rng)
-            match = ABSENT.fullmatch(query)
-            assert match, query
-            color, shape = match.groups()
-            assert color in COLORS and shape in SHAPES
-            assert (color, shape) not in pairs[group.image_id]
-            asked.add(query)
-        assert len(asked) > 1
+        asked = [absent.sample(group, rng) for _ in range(40)]
+        forms = {type(assert_unanswerable(q, objects[group.image_id])) for q in asked}
+        # Plain pairs, and the image's own query forms about a missing pair.
+        assert AttributeQuery in forms and len(forms) > 1
+        assert len(set(asked)) > 1
 
 
 def test_without_scenes_absent_queries_are_borrowed_from_other_images(groups):
@@ -232,7 +237,7 @@ def test_without_scenes_absent_queries_are_borrowed_from_other_images(groups):
 
 def test_dataset_adds_absent_queries_with_presence_zero(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
-    pairs = scene_pairs(synth)
+    objects = scene_objects(synth)
     absent = AbsentQueries(groups, SceneAnnotations(synth / "scenes.jsonl"))
     dataset = GroundingDataset(groups, SIZE, augment=False, absent=absent, absent_fraction=1.0)
     for index, group in enumerate(groups):
@@ -241,8 +246,7 @@ def test_dataset_adds_absent_queries_with_presence_zero(synth):
         assert item["queries"][:real] == group.queries
         assert item["present"] == [1.0] * real + [0.0] * real
         for query, box in zip(item["queries"][real:], item["boxes"][real:]):
-            color, shape = ABSENT.fullmatch(query).groups()
-            assert (color, shape) not in pairs[group.image_id]
+            assert_unanswerable(query, objects[group.image_id])
             assert box == [0.5, 0.5, 1.0, 1.0]
 
 

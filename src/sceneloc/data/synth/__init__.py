@@ -42,6 +42,7 @@ from sceneloc.data.synth.queries import (
     spec_from_dict,
     spec_to_dict,
     target_ids,
+    with_target,
 )
 from sceneloc.data.synth.scene import Scene, SceneQuery, SynthError, check_options, make_scene
 from sceneloc.data.synth.vocab import COLORS, HELD_OUT, QUERY_TYPES, SHAPES, SIZES, SPLITS
@@ -77,4 +78,5 @@ __all__ = [
     "spec_to_dict",
     "split_counts",
     "target_ids",
+    "with_target",
 ]

@@ -435,6 +435,21 @@ def resolve(spec: QuerySpec, objects: Sequence[SceneObject], strict: bool = Fals
     ]
 
 
+def with_target(spec: QuerySpec, target: Desc) -> QuerySpec:
+    """The same question about another target: "the second star from the left" becomes "the
+    second red cross from the left"; a row's every member, a pair's first. Asked with a
+    colour-shape pair the scene lacks, it has no answer whatever its form."""
+    if isinstance(spec, AttributeQuery):
+        return AttributeQuery(target)
+    if isinstance(spec, RelationQuery):
+        return RelationQuery(target, spec.relation, spec.anchor)
+    if isinstance(spec, OrdinalQuery):
+        return OrdinalQuery(target, spec.order, spec.rank)
+    if spec.arrangement in ("row", "column"):
+        return GroupQuery(spec.arrangement, (target,) * len(spec.members))
+    return GroupQuery(spec.arrangement, (target, *spec.members[1:]))
+
+
 def target_ids(spec: QuerySpec, match: Match) -> Match:
     """The ids the query refers to: all of a group, the first id of any other match."""
     return match if isinstance(spec, GroupQuery) else match[:1]

@@ -19,13 +19,6 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from sceneloc.data.format import Sample, read_jsonl
-from sceneloc.data.synth.queries import (
-    AttributeQuery,
-    Desc,
-    parse_query,
-    render_query,
-    with_target,
-)
 from sceneloc.errors import DataFormatError, SceneLocError
 from sceneloc.evaluation.baselines import SCENES_FILE
 from sceneloc.images import load_image
@@ -121,11 +114,9 @@ IGNORE = -100
 class AbsentQueries:
     """Queries whose referent is certainly not in an image, to teach the presence head.
 
-    With scene annotations, a colour-shape pair missing from the image is asked for: half
-    the time plainly ("the red cross"), half the time in the form of one of the image's own
-    queries ("the red cross above the small circle"), so that relations, ordinals and groups
-    about absent things are learnt too. Otherwise a query of another image is borrowed,
-    which for real photos is almost always absent.
+    With scene annotations, a colour-shape pair missing from the image is asked for;
+    otherwise a query of another image is borrowed, which for real photos is almost always
+    absent.
     """
 
     def __init__(self, groups: list[ImageGroup], scenes: SceneAnnotations | None) -> None:
@@ -147,14 +138,7 @@ class AbsentQueries:
             if not absent:
                 return None
             color, shape = absent[rng.integers(len(absent))]
-            target = Desc(shape=shape, color=color)
-            if rng.random() < 0.5:
-                return render_query(AttributeQuery(target))
-            try:
-                spec = parse_query(group.queries[rng.integers(len(group.queries))])
-            except ValueError:  # not in the synthetic grammar: ask plainly
-                return render_query(AttributeQuery(target))
-            return render_query(with_target(spec, target))
+            return f"the {color} {shape}"
         other = self.groups[rng.integers(len(self.groups))]
         if other is group:
             return None

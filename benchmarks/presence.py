@@ -10,7 +10,7 @@ small circle" where there is no red star). Run from the repository root:
 
 Prints, by query type, the share of present queries kept (and kept with the right box) and
 the ROC AUC of the score against the plain absent queries; then the share of each kind of
-absent query refused.
+absent query refused, and its mean score.
 """
 
 from __future__ import annotations
@@ -84,10 +84,11 @@ def main() -> None:
                       f"{auc:.3f}")  # fmt: skip
     console.print(table)
     refused = Table(title="absent queries")
-    for column in ("kind", "n", "refused"):
+    for column in ("kind", "n", "refused", "mean score"):
         refused.add_column(column)
     for kind, scores in absent.items():
-        refused.add_row(kind, str(len(scores)), f"{(np.array(scores) < threshold).mean():.3f}")
+        refused.add_row(kind, str(len(scores)), f"{(np.array(scores) < threshold).mean():.3f}",
+                        f"{np.mean(scores):.3f}")  # fmt: skip
     console.print(refused)
 
 
@@ -96,8 +97,7 @@ def swapped_relations(
 ) -> list[str]:
     """Each relation query of the image with its target replaced by a colour-shape pair the
     scene lacks: nothing can match it, whatever the relation."""
-    lacking = [pair for pair in absent_queries.pairs
-               if pair not in absent_queries.present_pairs[group.image_id]]  # fmt: skip
+    lacking = absent_queries.missing_pairs(group.image_id) or []
     swapped = []
     for query in group.queries:
         spec = parse_query(query)

@@ -131,10 +131,16 @@ class AbsentQueries:
                 for image_id, objects in scenes.objects.items()
             }
 
+    def missing_pairs(self, image_id: str | None) -> list[tuple[str, str]] | None:
+        """The (colour, shape) pairs the image lacks; ``None`` without its annotations."""
+        if self.present_pairs is None or image_id not in self.present_pairs:
+            return None
+        present = self.present_pairs[image_id]
+        return [pair for pair in self.pairs if pair not in present]
+
     def sample(self, group: ImageGroup, rng: np.random.Generator) -> str | None:
-        if self.present_pairs is not None and group.image_id in self.present_pairs:
-            present = self.present_pairs[group.image_id]
-            absent = [pair for pair in self.pairs if pair not in present]
+        absent = self.missing_pairs(group.image_id)
+        if absent is not None:
             if not absent:
                 return None
             color, shape = absent[rng.integers(len(absent))]

@@ -14,7 +14,9 @@ from sceneloc.data.format import Sample, read_samples
 from sceneloc.data.synth import COLORS, SHAPES, generate
 from sceneloc.data.synth.queries import (
     AttributeQuery,
+    GroupQuery,
     QuerySpec,
+    RelationQuery,
     SceneObject,
     parse_query,
     resolve,
@@ -258,17 +260,18 @@ def test_scene_annotations_give_every_object_its_attributes(synth):
         record = json.loads(line)
         rows = scenes.targets(record["image_id"], attributes)
         assert len(rows) == len(record["objects"])
-        for obj, (cx, cy, color, shape, size) in zip(record["objects"], rows):
+        for obj, (cx, cy, w, h, color, shape, size) in zip(record["objects"], rows):
             x1, y1, x2, y2 = obj["box"]
             assert cx * record["width"] == pytest.approx((x1 + x2) / 2)
             assert cy * record["height"] == pytest.approx((y1 + y2) / 2)
+            assert (w * record["width"], h * record["height"]) == pytest.approx((x2 - x1, y2 - y1))
             named = (attributes["color"][color], attributes["shape"][shape])
             assert named == (obj["color"], obj["shape"])
             assert attributes["size"][size] == obj["size"]
     assert scenes.targets("not-an-image", attributes) == []
 
 
-def test_flipped_items_mirror_object_centres_too(synth):
+def test_flipped_items_mirror_object_boxes_too(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
     scenes = SceneAnnotations(synth / "scenes.jsonl")
     attributes = scenes.attributes()
@@ -281,8 +284,8 @@ def test_flipped_items_mirror_object_centres_too(synth):
             original, item = plain[index], augmented[index]
             flipped = not np.array_equal(item["pixels"], original["pixels"])
             flipped_any |= flipped
-            for (cx, cy, *labels), (fx, fy, *flabels) in zip(original["objects"], item["objects"]):
-                assert flabels == labels and fy == cy
+            for (cx, *rest), (fx, *frest) in zip(original["objects"], item["objects"]):
+                assert frest == rest
                 assert fx == pytest.approx(1 - cx if flipped else cx)
     assert flipped_any
 
@@ -319,3 +322,41 @@ def test_collator_maps_each_query_to_its_image():
         assert mask.tolist() == [1] * len(ids) + [0] * (len(mask) - len(ids))
         assert row.tolist()[: len(ids)] == ids
         assert set(row.tolist()[len(ids) :]) <= {tokenizer.pad_token_id}
+
+
+# --- anchors ---------------------------------------------------------------------------------
+
+
+def test_items_name_the_anchor_of_queries_about_relative_places(tmp_path):
+    # Relations and pairs ("inside", "on top of") carry the centre of the thing their
+    # referent is placed relative to, fitting the anchor's description; others carry none.
+    generate(tmp_path, num_images=12, seed=3, size=160, min_objects=6, max_objects=10,
+             splits="train=1")  # fmt: skip
+    groups = group_by_image(read_samples(tmp_path / "annotations.jsonl"), tmp_path)
+    scenes = SceneAnnotations(tmp_path / "scenes.jsonl")
+    objects = scene_objects(tmp_path)
+    attributes = scenes.attributes()
+    plain = GroundingDataset(groups, SIZE, augment=False, scenes=scenes, attributes=attributes)
+    flipped_any, anchored = False, 0
+    for epoch in range(3):
+        augmented = GroundingDataset(groups, SIZE, scenes=scenes, attributes=attributes)
+        augmented.set_epoch(epoch)
+        for index, group in enumerate(groups):
+            item, shown = plain[index], augmented[index]
+            flipped = not np.array_equal(item["pixels"], shown["pixels"])
+            flipped_any |= flipped
+            for query, anchor, seen in zip(item["queries"], item["anchors"], shown["anchors"]):
+                spec = parse_query(query)
+                relative = isinstance(spec, RelationQuery) or (
+                    isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
+                )
+                if not relative:
+                    assert anchor is None and seen is None
+                    continue
+                anchored += 1
+                described = spec.anchor if isinstance(spec, RelationQuery) else spec.members[1]
+                centre = (anchor[0] * 160, anchor[1] * 160)
+                there = [o for o in objects[group.image_id] if o.center == pytest.approx(centre)]
+                assert there and described.matches(there[0]), query
+                assert seen == pytest.approx([1 - anchor[0], anchor[1]] if flipped else anchor)
+    assert flipped_any and anchored

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from sceneloc.native import NativeConfig, NativeGroundingModel, NativeOutput
-from sceneloc.native.model import ATTRIBUTE_WEIGHT, cxcywh_to_xyxy, generalized_iou
+from sceneloc.native.model import (
+    ANCHOR_WEIGHT,
+    ATTRIBUTE_WEIGHT,
+    OBJECT_MAP_WEIGHT,
+    cxcywh_to_xyxy,
+    generalized_iou,
+)
 
 FUSIONS = ("cross-attention", "concat")
 IMAGE_SIZE = 64
@@ -212,7 +218,9 @@ def test_with_no_referent_present_only_the_presence_loss_counts(fusion):
 
 ATTRIBUTES = {"color": ["blue", "red"], "shape": ["circle", "square", "star"]}
 #: Two objects in image 0, one in image 1 (its second row is padding).
-CENTERS = torch.tensor([[[0.1, 0.1], [0.9, 0.6]], [[0.5, 0.5], [0.0, 0.0]]])
+OBJECTS = torch.tensor(
+    [[[0.1, 0.1, 0.1, 0.1], [0.9, 0.6, 0.2, 0.1]], [[0.5, 0.5, 0.3, 0.3], [0.0, 0.0, 0.0, 0.0]]]
+)
 LABELS = torch.tensor([[[0, 2], [1, 0]], [[1, 1], [-100, -100]]])
 
 
@@ -220,7 +228,7 @@ LABELS = torch.tensor([[[0, 2], [1, 0]], [[1, 1], [-100, -100]]])
 def test_attribute_loss_names_each_object_at_its_centre_token(fusion):
     model = tiny_model(fusion, object_attributes=ATTRIBUTES, dropout=0.0).train()
     plain = model(**batch(boxes=TARGETS, present=PRESENT)).loss
-    out = model(**batch(boxes=TARGETS, present=PRESENT, object_centers=CENTERS,
+    out = model(**batch(boxes=TARGETS, present=PRESENT, object_boxes=OBJECTS,
                         object_labels=LABELS))  # fmt: skip
     # The extra term is the weighted mean over attributes of the cross-entropy at the centres.
     visual, _grid = model.image_encoder(pixels(2))
@@ -228,20 +236,47 @@ def test_attribute_loss_names_each_object_at_its_centre_token(fusion):
         visual = model.image_context(visual)
     cells = [(0, 0 * GRID + 0), (0, 2 * GRID + 3), (1, 2 * GRID + 2)]  # (image, row*w+col)
     tokens = torch.stack([visual[image, cell] for image, cell in cells])
-    expected = sum(
-        torch.nn.functional.cross_entropy(head(tokens), LABELS[[0, 0, 1], [0, 1, 0], i])
-        for i, head in enumerate(model.attribute_heads.values())
-    ) / len(ATTRIBUTES)
-    assert (out.loss - plain).item() == pytest.approx(ATTRIBUTE_WEIGHT * expected.item(), rel=1e-4)
+    expected = (
+        ATTRIBUTE_WEIGHT
+        * sum(
+            torch.nn.functional.cross_entropy(head(tokens), LABELS[[0, 0, 1], [0, 1, 0], i])
+            for i, head in enumerate(model.attribute_heads.values())
+        )
+        / len(ATTRIBUTES)
+    )
+    if fusion == "cross-attention":  # and the object map's, at the same cells
+        cells = torch.tensor([[0, 2 * GRID + 3], [2 * GRID + 2, 0]])
+        valid = torch.tensor([[True, True], [True, False]])
+        expected += OBJECT_MAP_WEIGHT * model.reasoning.object_loss(
+            visual, (GRID, GRID), cells, OBJECTS, valid
+        )
+    assert (out.loss - plain).item() == pytest.approx(expected.item(), rel=1e-4)
     out.loss.backward()
     assert model.attribute_heads["shape"].weight.grad.abs().sum() > 0
     assert model.image_encoder.project.weight.grad.abs().sum() > 0
 
 
+def test_anchor_loss_is_the_anchor_maps_cross_entropy_at_the_named_anchors():
+    # Query 0's anchor is centred in cell (row 1, column 3); the others name none.
+    model = tiny_model(dropout=0.0).train()
+    plain = model(**batch(boxes=TARGETS, present=PRESENT)).loss
+    anchors = torch.tensor([[0.9, 0.4], [-1.0, -1.0], [-1.0, -1.0]])
+    out = model(**batch(boxes=TARGETS, present=PRESENT, anchor_centers=anchors))
+    visual, grid = model.image_encoder(pixels(2))
+    text_tokens = model.text_encoder(**text(QUERIES))
+    _, anchor_map = model.reasoning(
+        model.image_context(visual), IMAGE_INDEX, grid, text_tokens, text(QUERIES)["attention_mask"]
+    )
+    expected = torch.nn.functional.cross_entropy(anchor_map[:1], torch.tensor([1 * GRID + 3]))
+    assert (out.loss - plain).item() == pytest.approx(ANCHOR_WEIGHT * expected.item(), rel=1e-4)
+    out.loss.backward()
+    assert model.reasoning.anchor.weight.grad.abs().sum() > 0
+
+
 def test_attribute_loss_ignores_images_without_objects():
     model = tiny_model(object_attributes=ATTRIBUTES, dropout=0.0).train()
     ignored = torch.full_like(LABELS, -100)
-    out = model(**batch(boxes=TARGETS, present=PRESENT, object_centers=CENTERS,
+    out = model(**batch(boxes=TARGETS, present=PRESENT, object_boxes=OBJECTS,
                         object_labels=ignored))  # fmt: skip
     plain = model(**batch(boxes=TARGETS, present=PRESENT)).loss
     assert out.loss.item() == pytest.approx(plain.item())

@@ -72,7 +72,8 @@ def train(
         typer.Option(
             "--learn-attributes/--no-learn-attributes",
             help="When the data has a scenes.jsonl (synthetic scenes), also teach the image "
-            "features every object's colour, shape and size (default: on).",
+            "features every object's colour, shape, size and place, and relative queries "
+            "their anchor (default: on).",
         ),
     ] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading workers.")] = None,

@@ -49,6 +49,8 @@ class NativeConfig(PretrainedConfig):
         text_config: dict[str, Any] | None = None,
         object_attributes: dict[str, list[str]] | None = None,
         presence_calibration: tuple[float, ...] | list[float] = (1.0, 0.0, 0.0),
+        relation_kernels: int = 8,
+        relation_radius: int = 15,
         **kwargs: Any,
     ) -> None:
         if fusion not in FUSIONS:
@@ -80,4 +82,8 @@ class NativeConfig(PretrainedConfig):
         # The presence score is sigmoid(a * presence logit + b * best cell logit + c); training
         # fits (a, b, c) on the validation data (``native.calibration``).
         self.presence_calibration = list(presence_calibration)
+        # Spatial reasoning (``native.reasoning``): how many relation kernels the text chooses
+        # from, and how many cells they reach from the anchor.
+        self.relation_kernels = relation_kernels
+        self.relation_radius = relation_radius
         super().__init__(**kwargs)

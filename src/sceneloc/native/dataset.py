@@ -91,8 +91,39 @@ class SceneAnnotations:
                         values.setdefault(name, set()).add(value)
         return {name: sorted(found) for name, found in sorted(values.items())}
 
+    def anchor(self, image_id: str | None, query: str) -> list[float] | None:
+        """The normalised centre of the thing a synthetic query places its referent relative
+        to ("the circle left of *the blue square*", "the star inside *the circle*"), found by
+        resolving the query in the scene; ``None`` for any other query."""
+        from sceneloc.data.synth.queries import (
+            GroupQuery,
+            RelationQuery,
+            SceneObject,
+            parse_query,
+            resolve,
+        )
+
+        if image_id not in self.objects:
+            return None
+        try:
+            spec = parse_query(query)
+        except ValueError:
+            return None
+        relative = isinstance(spec, RelationQuery) or (
+            isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
+        )
+        if not relative:
+            return None
+        objects = [SceneObject.from_dict(obj) for obj in self.objects[image_id]]
+        matches = resolve(spec, objects)
+        if len(matches) != 1:
+            return None
+        anchor = next(obj for obj in objects if obj.id == matches[0][1])
+        width, height = self.sizes[image_id]
+        return to_normalized(list(anchor.box), width, height)[:2]
+
     def targets(self, image_id: str | None, attributes: dict[str, list[str]]) -> list[list[float]]:
-        """``[cx, cy, class of each attribute...]`` per object, centre normalised."""
+        """``[cx, cy, w, h, class of each attribute...]`` per object, the box normalised."""
         if image_id not in self.objects:
             return []
         width, height = self.sizes[image_id]
@@ -103,7 +134,7 @@ class SceneAnnotations:
                 values.index(obj[name]) if obj.get(name) in values else IGNORE
                 for name, values in attributes.items()
             ]
-            rows.append([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, *labels])
+            rows.append([*to_normalized([x1, y1, x2, y2], width, height), *labels])
         return rows
 
 
@@ -178,6 +209,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         self.cache: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = (
             {} if cache_images else None
         )
+        self.anchors: dict[int, list[list[float] | None]] = {}
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -185,6 +217,13 @@ class GroundingDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.groups)
+
+    def _anchors(self, index: int) -> list[list[float] | None]:
+        """Each of the image's own queries' anchor centre (:meth:`SceneAnnotations.anchor`)."""
+        if index not in self.anchors:
+            group = self.groups[index]
+            self.anchors[index] = [self.scenes.anchor(group.image_id, q) for q in group.queries]
+        return list(self.anchors[index])
 
     def _pixels(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         if self.cache is not None and index in self.cache:
@@ -216,12 +255,15 @@ class GroundingDataset(torch.utils.data.Dataset):
         item = {"queries": queries, "boxes": boxes, "present": present}
         if self.scenes is not None:
             item["objects"] = self.scenes.targets(group.image_id, self.attributes)
+            item["anchors"] = self._anchors(index)
+            item["anchors"] += [None] * (len(queries) - len(item["anchors"]))
         if self.augment and rng.random() < 0.5:
             pixels = pixels[:, :, ::-1].copy()
             item["queries"] = [mirror_query(q) for q in queries]
             item["boxes"] = [[1.0 - cx, cy, w, h] for cx, cy, w, h in boxes]
             if "objects" in item:
-                item["objects"] = [[1.0 - cx, cy, *labels] for cx, cy, *labels in item["objects"]]
+                item["objects"] = [[1.0 - cx, *rest] for cx, *rest in item["objects"]]
+                item["anchors"] = [a and [1.0 - a[0], a[1]] for a in item["anchors"]]
         return {"pixels": pixels, **item}
 
 
@@ -248,15 +290,18 @@ class Collator:
             "present": torch.tensor([p for item in items for p in item["present"]]),
         }
         if "objects" in items[0]:
-            batch["object_centers"], batch["object_labels"] = self._objects(items)
+            batch["object_boxes"], batch["object_labels"] = self._objects(items)
+            batch["anchor_centers"] = torch.tensor(
+                [a or [-1.0, -1.0] for item in items for a in item["anchors"]]
+            )
         return batch
 
     def _objects(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Objects padded to the busiest image: centres ``(b, m, 2)``, labels ``(b, m, k)``."""
+        """Objects padded to the busiest image: boxes ``(b, m, 4)``, labels ``(b, m, k)``."""
         most = max(1, *(len(item["objects"]) for item in items))
-        width = 2 + len(self.config.object_attributes or {})
+        width = 4 + len(self.config.object_attributes or {})
         table = torch.full((len(items), most, width), float(IGNORE))
         for row, item in enumerate(items):
             if item["objects"]:
                 table[row, : len(item["objects"])] = torch.tensor(item["objects"])
-        return table[..., :2].clamp(0, 1), table[..., 2:].long()
+        return table[..., :4].clamp(0, 1), table[..., 4:].long()

@@ -15,6 +15,7 @@ from sceneloc.data.synth import COLORS, SHAPES, generate
 from sceneloc.data.synth.queries import (
     AttributeQuery,
     GroupQuery,
+    OrdinalQuery,
     QuerySpec,
     RelationQuery,
     SceneObject,
@@ -327,8 +328,9 @@ def test_collator_maps_each_query_to_its_image():
 # --- anchors ---------------------------------------------------------------------------------
 
 
-def test_items_name_the_anchor_of_queries_about_relative_places(tmp_path):
-    # Relations and pairs ("inside", "on top of") carry the centre of the thing their
+def test_items_label_what_each_query_says_of_the_scene(tmp_path):
+    # Every query says which objects fit its referent's description (absent ones: none);
+    # relations and pairs ("inside", "on top of") also carry the centre of the thing their
     # referent is placed relative to, fitting the anchor's description; others carry none.
     generate(tmp_path, num_images=12, seed=3, size=160, min_objects=6, max_objects=10,
              splits="train=1")  # fmt: skip
@@ -336,27 +338,43 @@ def test_items_name_the_anchor_of_queries_about_relative_places(tmp_path):
     scenes = SceneAnnotations(tmp_path / "scenes.jsonl")
     objects = scene_objects(tmp_path)
     attributes = scenes.attributes()
-    plain = GroundingDataset(groups, SIZE, augment=False, scenes=scenes, attributes=attributes)
-    flipped_any, anchored = False, 0
+    absent = AbsentQueries(groups, scenes)
+    plain = GroundingDataset(groups, SIZE, augment=False, scenes=scenes, attributes=attributes,
+                             absent=absent, absent_fraction=0.5)  # fmt: skip
+    flipped_any, anchored, absent_seen = False, 0, 0
     for epoch in range(3):
-        augmented = GroundingDataset(groups, SIZE, scenes=scenes, attributes=attributes)
+        augmented = GroundingDataset(groups, SIZE, scenes=scenes, attributes=attributes,
+                                     absent=absent, absent_fraction=0.5)  # fmt: skip
         augmented.set_epoch(epoch)
         for index, group in enumerate(groups):
             item, shown = plain[index], augmented[index]
             flipped = not np.array_equal(item["pixels"], shown["pixels"])
             flipped_any |= flipped
-            for query, anchor, seen in zip(item["queries"], item["anchors"], shown["anchors"]):
+            scene = objects[group.image_id]
+            for query, present, labels in zip(item["queries"], item["present"], item["labels"]):
                 spec = parse_query(query)
+                if isinstance(spec, AttributeQuery | OrdinalQuery):
+                    described = spec.desc
+                elif isinstance(spec, RelationQuery):
+                    described = spec.target
+                else:
+                    described = spec.members[0]
+                assert labels.fits == [float(described.matches(o)) for o in scene], query
+                absent_seen += present == 0.0
+                assert any(labels.fits) == bool(present), query
                 relative = isinstance(spec, RelationQuery) or (
                     isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
                 )
-                if not relative:
-                    assert anchor is None and seen is None
+                if not relative or not present:
+                    assert labels.anchor is None
                     continue
                 anchored += 1
-                described = spec.anchor if isinstance(spec, RelationQuery) else spec.members[1]
-                centre = (anchor[0] * 160, anchor[1] * 160)
-                there = [o for o in objects[group.image_id] if o.center == pytest.approx(centre)]
-                assert there and described.matches(there[0]), query
-                assert seen == pytest.approx([1 - anchor[0], anchor[1]] if flipped else anchor)
-    assert flipped_any and anchored
+                anchor = spec.anchor if isinstance(spec, RelationQuery) else spec.members[1]
+                centre = (labels.anchor[0] * 160, labels.anchor[1] * 160)
+                there = [o for o in scene if o.center == pytest.approx(centre)]
+                assert there and anchor.matches(there[0]), query
+            for mine, seen in zip(item["labels"][: len(group.queries)], shown["labels"]):
+                if mine.anchor is not None:
+                    mirrored = [1 - mine.anchor[0], mine.anchor[1]]
+                    assert seen.anchor == pytest.approx(mirrored if flipped else mine.anchor)
+    assert flipped_any and anchored and absent_seen

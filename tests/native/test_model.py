@@ -6,12 +6,14 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from sceneloc.native import NativeConfig, NativeGroundingModel, NativeOutput
 from sceneloc.native.model import (
     ANCHOR_WEIGHT,
     ATTRIBUTE_WEIGHT,
     OBJECT_MAP_WEIGHT,
+    TARGET_WEIGHT,
     cxcywh_to_xyxy,
     generalized_iou,
 )
@@ -256,21 +258,25 @@ def test_attribute_loss_names_each_object_at_its_centre_token(fusion):
     assert model.image_encoder.project.weight.grad.abs().sum() > 0
 
 
-def test_anchor_loss_is_the_anchor_maps_cross_entropy_at_the_named_anchors():
-    # Query 0's anchor is centred in cell (row 1, column 3); the others name none.
+def test_query_label_losses_supervise_the_target_and_anchor_maps():
+    # Query 0 names an anchor centred in cell (row 1, column 3); query 2 says which of
+    # image 1's objects fit its description (the second is padding, not known).
     model = tiny_model(dropout=0.0).train()
     plain = model(**batch(boxes=TARGETS, present=PRESENT)).loss
     anchors = torch.tensor([[0.9, 0.4], [-1.0, -1.0], [-1.0, -1.0]])
-    out = model(**batch(boxes=TARGETS, present=PRESENT, anchor_centers=anchors))
-    visual, grid = model.image_encoder(pixels(2))
-    text_tokens = model.text_encoder(**text(QUERIES))
-    _, anchor_map = model.reasoning(
-        model.image_context(visual), IMAGE_INDEX, grid, text_tokens, text(QUERIES)["attention_mask"]
+    fits = torch.tensor([[-1.0, -1.0], [-1.0, -1.0], [1.0, -1.0]])
+    out = model(**batch(boxes=TARGETS, present=PRESENT, object_boxes=OBJECTS, target_fits=fits,
+                        anchor_centers=anchors))  # fmt: skip
+    # OBJECTS without labels: no object loss, only the query labels' terms.
+    cell_of_object = 2 * GRID + 2  # image 1's object at (0.5, 0.5)
+    expected = ANCHOR_WEIGHT * F.cross_entropy(out.anchor_map[:1], torch.tensor([1 * GRID + 3]))
+    expected += TARGET_WEIGHT * F.binary_cross_entropy_with_logits(
+        out.target_map[2, cell_of_object], torch.tensor(1.0)
     )
-    expected = torch.nn.functional.cross_entropy(anchor_map[:1], torch.tensor([1 * GRID + 3]))
-    assert (out.loss - plain).item() == pytest.approx(ANCHOR_WEIGHT * expected.item(), rel=1e-4)
+    assert (out.loss - plain).item() == pytest.approx(expected.item(), rel=1e-4)
     out.loss.backward()
     assert model.reasoning.anchor.weight.grad.abs().sum() > 0
+    assert model.reasoning.target.weight.grad.abs().sum() > 0
 
 
 def test_attribute_loss_ignores_images_without_objects():

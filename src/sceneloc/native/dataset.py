@@ -91,37 +91,6 @@ class SceneAnnotations:
                         values.setdefault(name, set()).add(value)
         return {name: sorted(found) for name, found in sorted(values.items())}
 
-    def anchor(self, image_id: str | None, query: str) -> list[float] | None:
-        """The normalised centre of the thing a synthetic query places its referent relative
-        to ("the circle left of *the blue square*", "the star inside *the circle*"), found by
-        resolving the query in the scene; ``None`` for any other query."""
-        from sceneloc.data.synth.queries import (
-            GroupQuery,
-            RelationQuery,
-            SceneObject,
-            parse_query,
-            resolve,
-        )
-
-        if image_id not in self.objects:
-            return None
-        try:
-            spec = parse_query(query)
-        except ValueError:
-            return None
-        relative = isinstance(spec, RelationQuery) or (
-            isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
-        )
-        if not relative:
-            return None
-        objects = [SceneObject.from_dict(obj) for obj in self.objects[image_id]]
-        matches = resolve(spec, objects)
-        if len(matches) != 1:
-            return None
-        anchor = next(obj for obj in objects if obj.id == matches[0][1])
-        width, height = self.sizes[image_id]
-        return to_normalized(list(anchor.box), width, height)[:2]
-
     def targets(self, image_id: str | None, attributes: dict[str, list[str]]) -> list[list[float]]:
         """``[cx, cy, w, h, class of each attribute...]`` per object, the box normalised."""
         if image_id not in self.objects:
@@ -136,6 +105,53 @@ class SceneAnnotations:
             ]
             rows.append([*to_normalized([x1, y1, x2, y2], width, height), *labels])
         return rows
+
+    def query_labels(self, image_id: str | None, query: str) -> QueryLabels:
+        """What a synthetic query says about the scene's objects, read by resolving it:
+        which of them fit the description of its referent ("the second *star* from the
+        left": every star) and the centre of the thing it places its referent relative to
+        ("the circle left of *the blue square*", "the star inside *the circle*"). Empty for
+        a query outside the synthetic grammar."""
+        from sceneloc.data.synth.queries import (
+            AttributeQuery,
+            GroupQuery,
+            OrdinalQuery,
+            RelationQuery,
+            SceneObject,
+            parse_query,
+            resolve,
+        )
+
+        if image_id not in self.objects:
+            return QueryLabels()
+        try:
+            spec = parse_query(query)
+        except ValueError:
+            return QueryLabels()
+        objects = [SceneObject.from_dict(obj) for obj in self.objects[image_id]]
+        if isinstance(spec, AttributeQuery | OrdinalQuery):
+            described = spec.desc
+        else:
+            described = spec.target if isinstance(spec, RelationQuery) else spec.members[0]
+        fits = [float(described.matches(obj)) for obj in objects]
+        relative = isinstance(spec, RelationQuery) or (
+            isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
+        )
+        matches = resolve(spec, objects) if relative else []
+        if len(matches) != 1:
+            return QueryLabels(fits)
+        anchor = next(obj for obj in objects if obj.id == matches[0][1])
+        width, height = self.sizes[image_id]
+        return QueryLabels(fits, to_normalized(list(anchor.box), width, height)[:2])
+
+
+@dataclass
+class QueryLabels:
+    """Per query, for the model's spatial reasoning: 1/0 per object of the image for "fits
+    the referent's description", and the anchor's normalised centre (``None``: not known)."""
+
+    fits: list[float] | None = None
+    anchor: list[float] | None = None
 
 
 #: Label of an attribute the loss ignores (PyTorch's ``ignore_index`` default).
@@ -209,7 +225,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         self.cache: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = (
             {} if cache_images else None
         )
-        self.anchors: dict[int, list[list[float] | None]] = {}
+        self.labels: dict[int, list[QueryLabels]] = {}
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -218,12 +234,14 @@ class GroundingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def _anchors(self, index: int) -> list[list[float] | None]:
-        """Each of the image's own queries' anchor centre (:meth:`SceneAnnotations.anchor`)."""
-        if index not in self.anchors:
+    def _labels(self, index: int) -> list[QueryLabels]:
+        """The image's own queries' labels (:meth:`SceneAnnotations.query_labels`), kept."""
+        if index not in self.labels:
             group = self.groups[index]
-            self.anchors[index] = [self.scenes.anchor(group.image_id, q) for q in group.queries]
-        return list(self.anchors[index])
+            self.labels[index] = [
+                self.scenes.query_labels(group.image_id, q) for q in group.queries
+            ]
+        return list(self.labels[index])
 
     def _pixels(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         if self.cache is not None and index in self.cache:
@@ -255,15 +273,22 @@ class GroundingDataset(torch.utils.data.Dataset):
         item = {"queries": queries, "boxes": boxes, "present": present}
         if self.scenes is not None:
             item["objects"] = self.scenes.targets(group.image_id, self.attributes)
-            item["anchors"] = self._anchors(index)
-            item["anchors"] += [None] * (len(queries) - len(item["anchors"]))
+            item["labels"] = self._labels(index) + [
+                self.scenes.query_labels(group.image_id, query)
+                for query in queries[len(group.queries) :]
+            ]
         if self.augment and rng.random() < 0.5:
             pixels = pixels[:, :, ::-1].copy()
             item["queries"] = [mirror_query(q) for q in queries]
             item["boxes"] = [[1.0 - cx, cy, w, h] for cx, cy, w, h in boxes]
             if "objects" in item:
                 item["objects"] = [[1.0 - cx, *rest] for cx, *rest in item["objects"]]
-                item["anchors"] = [a and [1.0 - a[0], a[1]] for a in item["anchors"]]
+                item["labels"] = [
+                    QueryLabels(
+                        labels.fits, labels.anchor and [1 - labels.anchor[0], labels.anchor[1]]
+                    )
+                    for labels in item["labels"]
+                ]
         return {"pixels": pixels, **item}
 
 
@@ -291,10 +316,21 @@ class Collator:
         }
         if "objects" in items[0]:
             batch["object_boxes"], batch["object_labels"] = self._objects(items)
-            batch["anchor_centers"] = torch.tensor(
-                [a or [-1.0, -1.0] for item in items for a in item["anchors"]]
-            )
+            batch["target_fits"], batch["anchor_centers"] = self._query_labels(items)
         return batch
+
+    @staticmethod
+    def _query_labels(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per query: fits ``(queries, m)`` over its image's objects and the anchor's centre
+        ``(queries, 2)``; -1 where not known (and past an image's last object)."""
+        labels = [labels for item in items for labels in item["labels"]]
+        most = max(1, *(len(item["objects"]) for item in items))
+        fits = torch.full((len(labels), most), -1.0)
+        for row, query in enumerate(labels):
+            if query.fits:
+                fits[row, : len(query.fits)] = torch.tensor(query.fits)
+        anchors = torch.tensor([query.anchor or [-1.0, -1.0] for query in labels])
+        return fits, anchors
 
     def _objects(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Objects padded to the busiest image: boxes ``(b, m, 4)``, labels ``(b, m, k)``."""

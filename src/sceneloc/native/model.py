@@ -37,10 +37,10 @@ from sceneloc.native.reasoning import SpatialReasoning, cell_coordinates
 #: attribute term at 10 (at 1 the grounding gradients drown it and colour is not learnt).
 L1_WEIGHT, GIOU_WEIGHT, CELL_WEIGHT, PRESENCE_WEIGHT, ATTRIBUTE_WEIGHT = 5.0, 2.0, 1.0, 1.0, 10.0
 #: The object map (centres and sizes of things, for counting) learns from every image's cells;
-#: the anchor's map from the anchors that synthetic scenes name. Without that supervision
-#: the anchor role never found the anchor's words and relations stayed at chance (0.27
-#: after 15 minutes).
-OBJECT_MAP_WEIGHT, ANCHOR_WEIGHT = 1.0, 1.0
+#: the target's and the anchor's maps from what synthetic queries say of the scene's objects.
+#: Without the anchor's labels the anchor role never found the anchor's words and relations
+#: stayed at chance (0.27 after 15 minutes).
+OBJECT_MAP_WEIGHT, TARGET_WEIGHT, ANCHOR_WEIGHT = 1.0, 1.0, 1.0
 
 
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -77,6 +77,8 @@ class NativeOutput(ModelOutput):
     boxes: torch.Tensor | None = None
     presence_logits: torch.Tensor | None = None
     cell_logits: torch.Tensor | None = None
+    target_map: torch.Tensor | None = None
+    anchor_map: torch.Tensor | None = None
 
 
 class NativeGroundingModel(PreTrainedModel):
@@ -164,6 +166,7 @@ class NativeGroundingModel(PreTrainedModel):
         present: torch.Tensor | None = None,
         object_boxes: torch.Tensor | None = None,
         object_labels: torch.Tensor | None = None,
+        target_fits: torch.Tensor | None = None,
         anchor_centers: torch.Tensor | None = None,
     ) -> NativeOutput:
         """Ground each query (row of ``input_ids``) in image ``image_index[q]``.
@@ -172,7 +175,9 @@ class NativeGroundingModel(PreTrainedModel):
         (normalised cx, cy, w, h) and ``present`` (1 when the referent is in the image),
         the output carries the training loss; ``object_boxes`` ``(images, m, 4)`` (every object
         of the image) and ``object_labels`` ``(images, m, attributes)`` add the object losses,
-        ``anchor_centers`` ``(queries, 2)`` (negative: none) a loss on the anchor's map.
+        ``target_fits`` ``(queries, m)`` (1/0: the object fits the referent's description;
+        -1: not known) and ``anchor_centers`` ``(queries, 2)`` (negative: none) losses on the
+        target's and the anchor's maps.
         """
         visual, grid = self.image_encoder(pixel_values)
         if self.config.fusion == "cross-attention":
@@ -185,12 +190,16 @@ class NativeGroundingModel(PreTrainedModel):
         text = self.text_encoder(input_ids, attention_mask)
         if self.config.fusion == "cross-attention":
             output = self._cross_attention(
-                visual, image_index, grid, text, attention_mask, boxes, present, anchor_centers
+                visual, image_index, grid, text, attention_mask, boxes, present
             )
         else:
             output = self._concat(visual[image_index], text, attention_mask, boxes, present)
         if output.loss is not None and object_loss is not None:
             output.loss = output.loss + object_loss
+        if output.loss is not None and output.target_map is not None:
+            output.loss = output.loss + self._query_label_loss(
+                output, grid, image_index, object_boxes, target_fits, anchor_centers
+            )
         return output
 
     def presence_features(self, outputs: NativeOutput) -> torch.Tensor:
@@ -248,7 +257,6 @@ class NativeGroundingModel(PreTrainedModel):
         attention_mask: torch.Tensor,
         boxes: torch.Tensor | None,
         present: torch.Tensor | None,
-        anchor_centers: torch.Tensor | None,
     ) -> NativeOutput:
         visual = image_visual[image_index]
         queries, cells, _ = visual.shape
@@ -267,7 +275,9 @@ class NativeGroundingModel(PreTrainedModel):
         fused = self.fusion(tokens, src_key_padding_mask=padding)
         presence_logits = self.presence_head(fused[:, 0]).squeeze(-1)
         cell_boxes = self._cell_boxes(self.box_head(fused[:, 1 : 1 + cells]), grid)
-        reasoned, anchor_map = self.reasoning(image_visual, image_index, grid, text, attention_mask)
+        reasoned, target_map, anchor_map = self.reasoning(
+            image_visual, image_index, grid, text, attention_mask
+        )
         cell_logits = self.cell_head(fused[:, 1 : 1 + cells]).squeeze(-1) + reasoned
         rows = torch.arange(queries, device=text.device)
         best = cell_boxes[rows, cell_logits.argmax(dim=1)]
@@ -282,11 +292,32 @@ class NativeGroundingModel(PreTrainedModel):
             loss = loss + PRESENCE_WEIGHT * F.binary_cross_entropy_with_logits(
                 presence_logits, present.float()
             )
-            if anchor_centers is not None and (anchor_centers[:, 0] >= 0).any():
-                known = anchor_centers[:, 0] >= 0
-                anchor_cell = _cell_index(anchor_centers[known, 0], anchor_centers[known, 1], grid)
-                loss = loss + ANCHOR_WEIGHT * F.cross_entropy(anchor_map[known], anchor_cell)
-        return NativeOutput(loss, best, presence_logits, cell_logits)
+        return NativeOutput(loss, best, presence_logits, cell_logits, target_map, anchor_map)
+
+    @staticmethod
+    def _query_label_loss(
+        output: NativeOutput,
+        grid: tuple[int, int],
+        image_index: torch.Tensor,
+        object_boxes: torch.Tensor | None,
+        target_fits: torch.Tensor | None,
+        anchor_centers: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Binary cross-entropy of the target's map at each object's centre against whether
+        it fits the description; cross-entropy of the anchor's map at the anchor's centre."""
+        loss = output.target_map.sum() * 0.0
+        if target_fits is not None and object_boxes is not None and (target_fits >= 0).any():
+            cells = _cell_index(object_boxes[..., 0], object_boxes[..., 1], grid)[image_index]
+            logits = output.target_map.gather(1, cells[:, : target_fits.shape[1]])
+            known = target_fits >= 0
+            loss = loss + TARGET_WEIGHT * F.binary_cross_entropy_with_logits(
+                logits[known], target_fits[known]
+            )
+        if anchor_centers is not None and (anchor_centers[:, 0] >= 0).any():
+            known = anchor_centers[:, 0] >= 0
+            cells = _cell_index(anchor_centers[known, 0], anchor_centers[known, 1], grid)
+            loss = loss + ANCHOR_WEIGHT * F.cross_entropy(output.anchor_map[known], cells)
+        return loss
 
     @staticmethod
     def _cell_boxes(raw: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

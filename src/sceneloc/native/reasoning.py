@@ -110,7 +110,6 @@ class SpatialReasoning(nn.Module):
         self.objects = nn.Linear(hidden, 4)
         with torch.no_grad():
             self.objects.bias[0] = -3.0
-        self.count_bias = nn.Parameter(torch.zeros(()))
         # Per ordering: how much it matters (a gain) and the count wanted before the referent.
         self.ordering = nn.Linear(hidden, 2 * ORDERINGS)
 
@@ -121,10 +120,11 @@ class SpatialReasoning(nn.Module):
         grid: tuple[int, int],
         text: torch.Tensor,
         attention_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(queries, cells)`` logits from each image's visual tokens ``(images, cells, d)``
         and each query's text tokens ``(queries, words, d)``; ``image_index``: its image.
-        Also the anchor's map ``(queries, cells)``, which training may supervise."""
+        Also the target's and the anchor's maps ``(queries, cells)``, which training may
+        supervise."""
         weights = masked_softmax(self.roles(text), attention_mask.bool().unsqueeze(-1), dim=1)
         target, anchor, operator = torch.einsum("qwr,qwd->rqd", weights, text)
         seen = visual[image_index]
@@ -136,7 +136,7 @@ class SpatialReasoning(nn.Module):
             + self._relation(anchor_map, operator, grid)
             + self._ordering(visual, image_index, grid, target_map, operator)
         )
-        return logits, anchor_map
+        return logits, target_map, anchor_map
 
     def _relation(
         self, anchor_map: torch.Tensor, operator: torch.Tensor, grid: tuple[int, int]
@@ -156,11 +156,11 @@ class SpatialReasoning(nn.Module):
         """``-sum_o gain_o * huber(before_o(cell) - count_o)``: the referent has ``count_o``
         things of its description before it in ordering ``o``."""
         objectness, places = self.object_map(visual, grid)
-        fits = torch.sigmoid(objectness[image_index]) * torch.sigmoid(target_map + self.count_bias)
+        fits = torch.sigmoid(objectness[image_index]) * torch.sigmoid(target_map)
         softness = places.new_tensor([POSITION_SOFTNESS, POSITION_SOFTNESS, SIZE_SOFTNESS])
         before = count_before(places, fits, image_index, softness)
         gain, count = self.ordering(operator).unsqueeze(1).chunk(2, dim=-1)
-        gain = F.softplus(gain - 4.0)  # starts near 0: no ordering until the text asks for one
+        gain = F.softplus(gain - 2.0)  # starts low: no ordering until the text asks for one
         miss = F.smooth_l1_loss(before, count.expand_as(before), reduction="none")
         return -(gain * miss).sum(dim=-1)
 

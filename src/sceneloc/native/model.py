@@ -71,7 +71,9 @@ def _cell_index(x: torch.Tensor, y: torch.Tensor, grid: tuple[int, int]) -> torc
 
 @dataclass
 class NativeOutput(ModelOutput):
-    """Per query: ``boxes`` (normalised cx, cy, w, h), ``presence_logits``; ``loss`` in training."""
+    """Per query: ``boxes`` (normalised cx, cy, w, h), ``presence_logits``; for
+    ``cross-attention`` also each cell's logit and the target's and anchor's maps over the
+    grid; ``loss`` in training."""
 
     loss: torch.Tensor | None = None
     boxes: torch.Tensor | None = None

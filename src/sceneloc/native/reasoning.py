@@ -6,7 +6,9 @@ another ("the circle left of the blue square": 0.30, near the pick-any-circle ba
 "the second star from the left": 0.48), even after 48 minutes of training, when its
 validation accuracy had stopped rising. This module gives the model the two operations such
 queries need, as differentiable maps over the visual grid that it learns to use from the
-grounding loss alone (in the spirit of MAttNet's location and relation modules):
+grounding loss, helped on synthetic scenes by labels of which objects fit the target and
+where the anchor is (in the spirit of MAttNet's location and relation modules; with it the
+bundled model reached 0.81 on relations and 0.80 on orderings in 60 minutes):
 
 - **roles**: attention over the text tokens pools three vectors, the *target* (what the
   referent looks like), the *anchor* (what it is placed relative to) and the *operator*
@@ -32,7 +34,7 @@ from sceneloc.native.config import NativeConfig
 
 #: Target, anchor, operator.
 ROLES = 3
-#: Left to right, right to left, top to bottom, bottom to top, larger first, smaller first.
+#: Left to right, top to bottom, smaller first, then each reversed (see ``count_before``).
 ORDERINGS = 6
 #: Softness of the "comes before" comparisons: normalised position, log size.
 POSITION_SOFTNESS, SIZE_SOFTNESS = 0.01, 0.05

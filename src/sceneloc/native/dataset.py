@@ -113,11 +113,9 @@ class SceneAnnotations:
         ("the circle left of *the blue square*", "the star inside *the circle*"). Empty for
         a query outside the synthetic grammar."""
         from sceneloc.data.synth.queries import (
-            AttributeQuery,
-            GroupQuery,
-            OrdinalQuery,
-            RelationQuery,
             SceneObject,
+            anchor_index,
+            described,
             parse_query,
             resolve,
         )
@@ -129,18 +127,12 @@ class SceneAnnotations:
         except ValueError:
             return QueryLabels()
         objects = [SceneObject.from_dict(obj) for obj in self.objects[image_id]]
-        if isinstance(spec, AttributeQuery | OrdinalQuery):
-            described = spec.desc
-        else:
-            described = spec.target if isinstance(spec, RelationQuery) else spec.members[0]
-        fits = [float(described.matches(obj)) for obj in objects]
-        relative = isinstance(spec, RelationQuery) or (
-            isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
-        )
-        matches = resolve(spec, objects) if relative else []
+        fits = [float(described(spec).matches(obj)) for obj in objects]
+        position = anchor_index(spec)
+        matches = resolve(spec, objects) if position is not None else []
         if len(matches) != 1:
             return QueryLabels(fits)
-        anchor = next(obj for obj in objects if obj.id == matches[0][1])
+        anchor = next(obj for obj in objects if obj.id == matches[0][position])
         width, height = self.sizes[image_id]
         return QueryLabels(fits, to_normalized(list(anchor.box), width, height)[:2])
 

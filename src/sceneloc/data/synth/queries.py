@@ -450,6 +450,26 @@ def with_target(spec: QuerySpec, target: Desc) -> QuerySpec:
     return GroupQuery(spec.arrangement, (target, *spec.members[1:]))
 
 
+def described(spec: QuerySpec) -> Desc:
+    """The description the referent fits (:func:`with_target`'s target): "the second star
+    from the left" -> star; a relation's target, a group's first member."""
+    if isinstance(spec, AttributeQuery | OrdinalQuery):
+        return spec.desc
+    if isinstance(spec, RelationQuery):
+        return spec.target
+    return spec.members[0]
+
+
+def anchor_index(spec: QuerySpec) -> int | None:
+    """Where a match of ``spec`` (:func:`resolve`) holds the thing its referent is placed
+    relative to: a relation's anchor, the second of "inside"/"on top of"; ``None`` for others."""
+    if isinstance(spec, RelationQuery) or (
+        isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
+    ):
+        return 1
+    return None
+
+
 def target_ids(spec: QuerySpec, match: Match) -> Match:
     """The ids the query refers to: all of a group, the first id of any other match."""
     return match if isinstance(spec, GroupQuery) else match[:1]

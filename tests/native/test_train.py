@@ -82,6 +82,20 @@ def test_yaml_config_and_flags_override_it(synth, tmp_path):
     assert json.loads((out / "last" / "config.json").read_text())["hidden_size"] == 16
 
 
+@pytest.mark.parametrize(("schedule", "held"), [("stable-decay", True), ("cosine", False)])
+def test_stable_decay_holds_the_peak_rate_then_decays(synth, tmp_path, schedule, held):
+    out = tmp_path / "run"
+    result = train("--data", synth / "train.jsonl", "--out", out, "--preset", "synthetic-cpu",
+                   *TINY, "--epochs", "3", "--lr", "0.001", "--lr-schedule", schedule)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rates = [float(row["lr"]) for row in csv.DictReader((out / "metrics.csv").open())]
+    if held:  # until 70% of the run
+        assert rates[0] == rates[1] == pytest.approx(0.001)
+        assert rates[2] < rates[1]
+    else:
+        assert 0.001 > rates[0] > rates[1] > rates[2]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -89,6 +103,7 @@ def test_yaml_config_and_flags_override_it(synth, tmp_path):
         (["--preset", "concat-glove"], "word-vectors"),
         (["--data", "missing.jsonl"], "missing.jsonl"),
         (["--resume"], "nothing to resume"),
+        (["--lr-schedule", "linear"], "lr_schedule must be one of cosine, stable-decay"),
     ],
 )
 def test_bad_options_are_one_line_errors(synth, tmp_path, extra, message):

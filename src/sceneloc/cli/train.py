@@ -62,6 +62,10 @@ def train(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step.")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option(help="After the warm-up: cosine, or stable-decay (held, then decayed)."),
+    ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     absent_fraction: Annotated[
         float | None,
@@ -91,6 +95,7 @@ def train(
         "text_encoder": text_encoder, "fusion": fusion, "word_vectors": word_vectors,
         "image_size": image_size, "hidden_size": hidden_size, "fusion_layers": fusion_layers,
         "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr,
+        "lr_schedule": lr_schedule,
         "seed": seed, "absent_fraction": absent_fraction, "num_workers": num_workers,
         "learn_attributes": learn_attributes,
         "resume": resume or None,

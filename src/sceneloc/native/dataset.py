@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from sceneloc.data.format import Sample, read_jsonl
+from sceneloc.data.synth.queries import SceneObject, anchor_index, described, parse_query, resolve
 from sceneloc.errors import DataFormatError, SceneLocError
 from sceneloc.evaluation.baselines import SCENES_FILE
 from sceneloc.images import load_image
@@ -70,6 +71,7 @@ class SceneAnnotations:
     def __init__(self, path: Path) -> None:
         self.objects: dict[str, list[dict[str, Any]]] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
+        self._resolvable: dict[str, list[SceneObject]] = {}
         for _, record in read_jsonl(path):
             image_id = str(record.get("image_id"))
             self.objects[image_id] = record.get("objects", [])
@@ -112,21 +114,15 @@ class SceneAnnotations:
         left": every star) and the centre of the thing it places its referent relative to
         ("the circle left of *the blue square*", "the star inside *the circle*"). Empty for
         a query outside the synthetic grammar."""
-        from sceneloc.data.synth.queries import (
-            SceneObject,
-            anchor_index,
-            described,
-            parse_query,
-            resolve,
-        )
-
         if image_id not in self.objects:
             return QueryLabels()
         try:
             spec = parse_query(query)
         except ValueError:
             return QueryLabels()
-        objects = [SceneObject.from_dict(obj) for obj in self.objects[image_id]]
+        if image_id not in self._resolvable:  # once per image, not per query
+            self._resolvable[image_id] = [SceneObject.from_dict(o) for o in self.objects[image_id]]
+        objects = self._resolvable[image_id]
         fits = [float(described(spec).matches(obj)) for obj in objects]
         position = anchor_index(spec)
         matches = resolve(spec, objects) if position is not None else []

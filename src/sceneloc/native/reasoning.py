@@ -85,8 +85,12 @@ def count_before(
     with torch.no_grad():  # the keys learn from their own supervision, not from counting
         differences = keys.transpose(1, 2).unsqueeze(-1) - keys.transpose(1, 2).unsqueeze(-2)
         comes_before = torch.sigmoid(differences / softness.view(1, -1, 1, 1))
+    # Each query's fits in its image's row, zeros elsewhere: one matrix product for all the
+    # queries, instead of a copy of the comparisons per query (six times slower).
+    queries = torch.arange(fits.shape[0], device=fits.device)
+    by_image = fits.new_zeros(keys.shape[0], *fits.shape).index_put((image_index, queries), fits)
+    ascending = torch.einsum("ikab,iqb->qka", comes_before, by_image)
     # A cell compared with itself gives sigmoid(0) = 0.5: it is not before itself.
-    ascending = (comes_before[image_index] @ fits[:, None, :, None]).squeeze(-1)
     ascending = ascending - 0.5 * fits.unsqueeze(1)
     descending = fits.sum(dim=-1)[:, None, None] - ascending - fits.unsqueeze(1)
     return torch.cat([ascending, descending], dim=1).transpose(1, 2)

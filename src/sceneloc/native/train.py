@@ -2,9 +2,10 @@
 
 One code path serves a CPU, a GPU and a cluster: ``sceneloc train ...`` on one device, or
 ``accelerate launch -m sceneloc train ...`` across processes, each taking its share of the
-images. AdamW, warm-up then cosine decay (over the epochs or the time budget, whichever
-ends first), gradient clipping, bf16 on GPUs, a checkpoint each epoch (``last/``) and the
-best by validation accuracy (``best/``), metrics to CSV and TensorBoard, ``resume``.
+images. AdamW, warm-up then a decay (cosine all the way, or held steady and decayed at the
+end; over the epochs or the time budget, whichever ends first), gradient clipping, bf16 on
+GPUs, a checkpoint each epoch (``last/``) and the best by validation accuracy (``best/``),
+metrics to CSV and TensorBoard, ``resume``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ MAX_TEXT_LENGTH = 32
 LOG_EVERY = 50
 #: Validation queries (and as many absent ones) that calibrate the presence score.
 CALIBRATION_QUERIES = 500
+#: Learning-rate schedules after the warm-up: a cosine decay over the whole run, or the peak
+#: rate held until the last ``STABLE_DECAY_FRACTION`` of it, then a cosine decay (as in
+#: warmup-stable-decay schedules; for short budgets, where a long decay wastes the run).
+SCHEDULES = ("cosine", "stable-decay")
+STABLE_DECAY_FRACTION = 0.3
 
 #: Ready configurations; explicit options override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,7 +65,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image_encoder": BUILTIN_CNN, "text_encoder": BUILTIN_TEXT, "fusion": "cross-attention",
         "image_size": 256, "hidden_size": 64, "fusion_layers": 2, "image_layers": 2,
         "attention_heads": 2, "dropout": 0.0, "batch_size": 4, "lr": 2e-3,
-        "warmup_fraction": 0.03, "absent_fraction": 0.1, "cache_images": True,
+        "warmup_fraction": 0.03, "lr_schedule": "stable-decay", "reasoning_lr_scale": 4.0,
+        "absent_fraction": 0.1, "cache_images": True,
     },
     # The seeds' architecture for real photos: ResNet-50 and BERT, cross-attention fusion.
     "resnet50-bert": {
@@ -109,8 +116,10 @@ class TrainOptions:
     batch_size: int = 8
     lr: float = 3e-4
     encoder_lr_scale: float = 1.0
+    reasoning_lr_scale: float = 1.0
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
+    lr_schedule: str = "cosine"
     grad_clip: float = 1.0
     seed: int = 0
     absent_fraction: float = 0.0
@@ -147,6 +156,10 @@ class TrainOptions:
         """Refuse settings that could only fail later, deep inside PyTorch."""
         if self.fusion not in FUSIONS:
             raise TrainingError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise TrainingError(
+                f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {self.lr_schedule!r}"
+            )
         if self.hidden_size % self.attention_heads:
             raise TrainingError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of attention_heads "
@@ -203,13 +216,15 @@ class Clock:
         return float(seconds.item())
 
 
-def _schedule(warmup_fraction: float) -> Callable[[float], float]:
-    """Learning-rate factor for training progress in [0, 1]: linear warm-up, cosine decay."""
+def _schedule(warmup_fraction: float, shape: str) -> Callable[[float], float]:
+    """Learning-rate factor for training progress in [0, 1]: linear warm-up, then a cosine
+    decay over the rest (``cosine``) or over its last part only (``stable-decay``)."""
+    decay_start = 1 - STABLE_DECAY_FRACTION if shape == "stable-decay" else warmup_fraction
 
     def factor(progress: float) -> float:
         if progress < warmup_fraction:
             return max(progress / warmup_fraction, 1e-3)
-        decay = (progress - warmup_fraction) / max(1e-8, 1 - warmup_fraction)
+        decay = max(0.0, progress - decay_start) / max(1e-8, 1 - decay_start)
         return 0.5 * (1 + math.cos(math.pi * min(decay, 1.0)))
 
     return factor
@@ -256,19 +271,32 @@ def build_model(
 
 
 def _optimizer(model: NativeGroundingModel, options: TrainOptions) -> torch.optim.Optimizer:
-    """AdamW; pretrained encoders learn at ``encoder_lr_scale`` times the rate."""
-    pretrained, rest = [], []
+    """AdamW; pretrained encoders learn at ``encoder_lr_scale`` times the rate, the spatial
+    reasoning (a few small heads that the grounding loss reaches late) at
+    ``reasoning_lr_scale`` times (4 in the synthetic-cpu preset: relations 0.14 -> 0.19
+    after 5 minutes)."""
+    scales = {"rest": 1.0, "pretrained": options.encoder_lr_scale,
+              "reasoning": options.reasoning_lr_scale}  # fmt: skip
+    groups: dict[str, list[torch.nn.Parameter]] = {name: [] for name in scales}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        is_pretrained = (
+        if name.startswith("reasoning."):
+            groups["reasoning"].append(parameter)
+        elif (
             name.startswith("image_encoder.body.") and model.config.image_encoder != BUILTIN_CNN
-        ) or name.startswith("text_encoder.model.")
-        (pretrained if is_pretrained else rest).append(parameter)
-    groups = [{"params": rest, "lr": options.lr}]
-    if pretrained:
-        groups.append({"params": pretrained, "lr": options.lr * options.encoder_lr_scale})
-    return torch.optim.AdamW(groups, weight_decay=options.weight_decay)
+        ) or name.startswith("text_encoder.model."):
+            groups["pretrained"].append(parameter)
+        else:
+            groups["rest"].append(parameter)
+    return torch.optim.AdamW(
+        [
+            {"params": parameters, "lr": options.lr * scales[name]}
+            for name, parameters in groups.items()
+            if parameters
+        ],
+        weight_decay=options.weight_decay,
+    )
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -328,7 +356,7 @@ def train(options: TrainOptions) -> list[EpochRecord]:
     best = state["best"] if state else -1.0
     total_steps = max(1, options.epochs * len(loader))
     budget = options.max_minutes * 60 if options.max_minutes else None
-    factor = _schedule(options.warmup_fraction)
+    factor = _schedule(options.warmup_fraction, options.lr_schedule)
     accelerator.init_trackers("sceneloc-train")
     clock = Clock(accelerator, already=state.get("seconds", 0.0) if state else 0.0)
     records: list[EpochRecord] = []

@@ -59,9 +59,6 @@ def main() -> None:
         "synthetic-cpu", data=str(train_dir / "annotations.jsonl"), val=str(val),
         out=str(args.work / "run"), epochs=40, max_minutes=args.minutes,
         val_limit=300,
-        # The shipped weights were trained before the preset's faster start for 15-minute
-        # runs (a held learning rate, faster reasoning heads); these reproduce them.
-        lr_schedule="cosine", reasoning_lr_scale=1.0,
     )  # fmt: skip
     train(options)
     shutil.rmtree(PACKAGE_WEIGHTS, ignore_errors=True)

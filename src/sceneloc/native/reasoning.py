@@ -8,7 +8,7 @@ validation accuracy had stopped rising. This module gives the model the two oper
 queries need, as differentiable maps over the visual grid that it learns to use from the
 grounding loss, helped on synthetic scenes by labels of which objects fit the target and
 where the anchor is (in the spirit of MAttNet's location and relation modules; with it the
-bundled model reached 0.81 on relations and 0.80 on orderings in 60 minutes):
+bundled model reached 0.88 on relations and 0.86 on orderings in 60 minutes):
 
 - **roles**: attention over the text tokens pools three vectors, the *target* (what the
   referent looks like), the *anchor* (what it is placed relative to) and the *operator*

@@ -27,7 +27,7 @@ from rich.table import Table
 
 import sceneloc
 from sceneloc.data import read_samples
-from sceneloc.data.synth.queries import (
+from sceneloc.data.synth import (
     Desc,
     RelationQuery,
     parse_query,

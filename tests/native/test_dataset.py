@@ -11,14 +11,16 @@ import torch
 from PIL import Image, ImageDraw
 
 from sceneloc.data.format import Sample, read_samples
-from sceneloc.data.synth import COLORS, SHAPES, generate
-from sceneloc.data.synth.queries import (
+from sceneloc.data.synth import (
+    COLORS,
+    SHAPES,
     AttributeQuery,
     GroupQuery,
     OrdinalQuery,
     QuerySpec,
     RelationQuery,
     SceneObject,
+    generate,
     parse_query,
     resolve,
 )

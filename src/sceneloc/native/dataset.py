@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from sceneloc.data.format import Sample, read_jsonl
-from sceneloc.data.synth.queries import SceneObject, anchor_index, described, parse_query, resolve
+from sceneloc.data.synth import SceneObject, anchor_index, described, parse_query, resolve
 from sceneloc.errors import DataFormatError, SceneLocError
 from sceneloc.evaluation.baselines import SCENES_FILE
 from sceneloc.images import load_image

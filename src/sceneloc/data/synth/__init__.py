@@ -15,11 +15,21 @@ and ``scenes.jsonl``, one line per image::
      "queries": [{"id": "000042_0", "type": "relation", "query": "...", "spec": {...},
                   "target": [7], "named": [7, 12]}]}
 
-Boxes are tight float pixel boxes of each whole (amodal) shape; every shape keeps at least
-70 % of its pixels visible. Held-out colour-shape pairs (:data:`HELD_OUT`) are never named in
-train/val/test queries and are the target of every compositional query.
+Boxes are tight float pixel boxes of each whole (amodal) shape; every shape keeps most of its
+pixels visible (:data:`~sceneloc.data.synth.canvas.MIN_VISIBLE`). Held-out colour-shape pairs
+(:data:`HELD_OUT`) are never named in train/val/test queries and are the target of every
+compositional query.
+
+One job per module. Queries: ``specs`` (what a query asks), ``english`` (its wording, both
+ways), ``ordering`` and ``resolver`` (what it means in a scene of ``objects``). Scenes:
+``vocab`` (the words), ``options`` (the limits), ``sampling`` (random draws), ``canvas``
+(placing with bounded occlusion), ``planting`` (arrangements for group queries), ``layout``
+(a full canvas), ``asking`` (verified queries), ``draw`` (pixels), ``scene`` (one scene
+assembled) and ``generate`` (a dataset on disk).
 """
 
+from sceneloc.data.synth.asking import SceneQuery
+from sceneloc.data.synth.english import parse_query, render_query
 from sceneloc.data.synth.generate import (
     DEFAULT_SPLITS,
     SynthStats,
@@ -27,24 +37,25 @@ from sceneloc.data.synth.generate import (
     parse_splits,
     split_counts,
 )
-from sceneloc.data.synth.queries import (
+from sceneloc.data.synth.objects import SceneObject
+from sceneloc.data.synth.options import SynthError, check_options
+from sceneloc.data.synth.planting import PlantedGroup
+from sceneloc.data.synth.resolver import is_unambiguous, resolve
+from sceneloc.data.synth.scene import Scene, make_scene
+from sceneloc.data.synth.specs import (
     AttributeQuery,
     Desc,
     GroupQuery,
     OrdinalQuery,
     QuerySpec,
     RelationQuery,
-    SceneObject,
-    is_unambiguous,
-    parse_query,
-    render_query,
-    resolve,
+    anchor_index,
+    described,
     spec_from_dict,
     spec_to_dict,
     target_ids,
     with_target,
 )
-from sceneloc.data.synth.scene import Scene, SceneQuery, SynthError, check_options, make_scene
 from sceneloc.data.synth.vocab import COLORS, HELD_OUT, QUERY_TYPES, SHAPES, SIZES, SPLITS
 
 __all__ = [
@@ -59,6 +70,7 @@ __all__ = [
     "Desc",
     "GroupQuery",
     "OrdinalQuery",
+    "PlantedGroup",
     "QuerySpec",
     "RelationQuery",
     "Scene",
@@ -66,7 +78,9 @@ __all__ = [
     "SceneQuery",
     "SynthError",
     "SynthStats",
+    "anchor_index",
     "check_options",
+    "described",
     "generate",
     "is_unambiguous",
     "make_scene",

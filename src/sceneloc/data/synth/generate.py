@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from sceneloc.data.format import Sample, write_samples
-from sceneloc.data.synth.scene import SynthError, check_options, make_scene
+from sceneloc.data.synth.options import SynthError, check_options
+from sceneloc.data.synth.scene import make_scene
 from sceneloc.data.synth.vocab import QUERY_TYPES, SPLITS
 
 logger = logging.getLogger(__name__)

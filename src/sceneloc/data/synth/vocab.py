@@ -25,7 +25,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 #: Size classes: extent as a fraction of the image side (before crowding shrinks them all).
-#: Neighbouring classes differ by at least 1.27x, more than the resolver's 1.25x tolerance.
+#: Neighbouring classes differ by more than :data:`~sceneloc.data.synth.ordering.SIZE_TOLERANCE`,
+#: so "the largest" never hesitates between two classes.
 SIZES: tuple[str, ...] = ("small", "medium", "large")
 SIZE_RANGES: dict[str, tuple[float, float]] = {
     "small": (0.045, 0.055),

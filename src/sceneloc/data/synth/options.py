@@ -1,0 +1,44 @@
+"""The generator's limits, checked before any drawing, and its one error type."""
+
+from __future__ import annotations
+
+import math
+
+from sceneloc.data.synth.vocab import SIZE_RANGES
+from sceneloc.errors import SceneLocError
+
+#: Above this many objects all shapes shrink by sqrt(CROWD / n), keeping the fill similar.
+CROWD = 60
+#: Smallest allowed extent, in pixels, of a small shape.
+MIN_PIXELS = 7
+MIN_SIZE, MAX_SIZE = 160, 4096
+MIN_OBJECTS, MAX_OBJECTS = 4, 200
+MAX_QUERIES = 20
+
+
+class SynthError(SceneLocError, ValueError):
+    """Bad generator settings (an impossible range, too small an image) or an unwritable output."""
+
+
+def crowd_scale(num_objects: int) -> float:
+    """The factor every shape's diameter is multiplied by in a scene of ``num_objects``."""
+    return min(1.0, math.sqrt(CROWD / num_objects))
+
+
+def check_options(size: int, min_objects: int, max_objects: int, queries_per_image: int) -> None:
+    """Raise :class:`SynthError` with a one-line reason for settings that cannot work."""
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise SynthError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
+    if not MIN_OBJECTS <= min_objects <= max_objects <= MAX_OBJECTS:
+        raise SynthError(
+            f"need {MIN_OBJECTS} <= min objects <= max objects <= {MAX_OBJECTS}, "
+            f"got min {min_objects} and max {max_objects}"
+        )
+    smallest = SIZE_RANGES["small"][0] * size * crowd_scale(max_objects)
+    if smallest < MIN_PIXELS:
+        raise SynthError(
+            f"{max_objects} objects do not fit a {size} px image (small shapes would be "
+            f"{smallest:.1f} px); use a larger size or fewer objects"
+        )
+    if not 1 <= queries_per_image <= MAX_QUERIES:
+        raise SynthError(f"queries per image must be 1 to {MAX_QUERIES}, got {queries_per_image}")

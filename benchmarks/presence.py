@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 import sceneloc
+from sceneloc.boxes import iou_matrix
 from sceneloc.data import read_samples
 from sceneloc.data.synth import (
     Desc,
@@ -34,7 +35,6 @@ from sceneloc.data.synth import (
     render_query,
     with_target,
 )
-from sceneloc.evaluation.metrics import iou_matrix
 from sceneloc.native.dataset import AbsentQueries, ImageGroup, SceneAnnotations, group_by_image
 
 

@@ -7,10 +7,11 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 import sceneloc
 from sceneloc.api import rank, resolve_dtype
-from sceneloc.types import Candidate
+from sceneloc.schema import LocateRecord
 from test_images import exif_rotated_jpeg
 
 
@@ -59,7 +60,8 @@ def test_single_query_string_and_every_input_kind(grounder, scene, tmp_path):
 
 def test_nothing_above_threshold_gives_none(grounder, scene):
     (result,) = grounder.locate(scene, "a unicorn", threshold=1.01)
-    assert result.box is None and result.score is None and result.candidates == []
+    assert result.box is None and result.score is None and len(result.candidates) == 0
+    assert not result.found
     assert result.crop() is None
     assert result.to_dict() == {"query": "a unicorn", "box": None, "score": None, "candidates": []}
 
@@ -78,11 +80,38 @@ def test_results_crop_draw_and_serialise(grounder, scene):
     crop = results[0].crop()
     x1, y1, x2, y2 = results[0].box
     assert abs(crop.width - (x2 - x1)) <= 1 and abs(crop.height - (y2 - y1)) <= 1
-    drawn = sceneloc.draw_results(scene, results)
+    second = results[0].crop(1)
+    x1, y1, x2, y2 = results[0].candidates[1].box
+    assert abs(second.width - (x2 - x1)) <= 1 and abs(second.height - (y2 - y1)) <= 1
+    drawn = results.draw()
     assert drawn.size == scene.size and drawn.tobytes() != scene.tobytes()
-    payload = sceneloc.results_to_dict(results, model="tiny", path="scene.png")
+    payload = results.to_dict()
     assert json.loads(json.dumps(payload)) == payload
-    assert payload["image"] == {"path": "scene.png", "width": 160, "height": 96}
+    assert LocateRecord.model_validate(payload).model_dump() == payload
+    assert payload["image"] == {"path": None, "width": 160, "height": 96}
+    assert payload["model"] == grounder.name
+    assert payload["results"] == [r.to_dict() for r in results]
+
+
+def test_the_answer_is_the_sequence_of_results_with_its_image(grounder, scene, tmp_path):
+    path = tmp_path / "scene.png"
+    scene.save(path)
+    answer = grounder.locate(path, ["the red square", "green"], threshold=0.0, top_k=2)
+    assert len(answer) == 2 and [r.query for r in answer] == ["the red square", "green"]
+    assert answer[1] is list(answer)[1] and answer[-1].query == "green"
+    first, second = answer
+    assert first.query == "the red square" and second.query == "green"
+    assert answer.path == str(path) and answer.model == grounder.name
+    assert answer.image.size == scene.size and answer.timing_ms > 0
+    assert answer.to_dict(timing=True)["timing_ms"] == round(answer.timing_ms, 2)
+    written = answer.save(tmp_path / "out", "scene")
+    assert [p.name for p in written] == [
+        "scene.annotated.png",
+        "scene.crop01.the-red-square.png",
+        "scene.crop02.green.png",
+    ]
+    crops = answer.crops()
+    assert [c.size for c in crops] == [Image.open(p).size for p in written[1:]]
 
 
 @pytest.mark.parametrize(
@@ -100,12 +129,12 @@ def test_top_k_must_be_positive(grounder, scene):
 
 
 def test_rank_clips_drops_outside_and_sorts():
-    raw = [
-        Candidate([-10.0, -5.0, 20.0, 30.0], 0.5, "a"),
-        Candidate([200.0, 10.0, 260.0, 40.0], 0.9, "outside"),
-        Candidate([10.0, 10.0, 20.0, 20.0], 0.7, "b"),
-        Candidate([10.0, 10.0, 20.0, 20.0], 0.1, "low"),
-    ]
+    raw = sceneloc.Candidates(
+        [[-10.0, -5.0, 20.0, 30.0], [200.0, 10.0, 260.0, 40.0], [10, 10, 20, 20], [10, 10, 20, 20]],
+        [0.5, 0.9, 0.7, 0.1],
+        ["a", "outside", "b", "low"],
+    )
     ranked = rank(raw, (100, 50), threshold=0.2, top_k=5)
     assert [c.label for c in ranked] == ["b", "a"]
     assert ranked[1].box == [0.0, 0.0, 20.0, 30.0]
+    assert [c.label for c in rank(raw, (100, 50), threshold=0.2, top_k=1)] == ["b"]

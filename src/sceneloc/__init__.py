@@ -2,12 +2,15 @@
 
 >>> import sceneloc
 >>> grounder = sceneloc.load("grounding-dino-tiny")
->>> result, = grounder.locate("market.jpg", "a vendor selling vegetables")
+>>> answer = grounder.locate("market.jpg", "a vendor selling vegetables")
+>>> result, = answer
 >>> result.box, result.score
 >>> result.crop().save("vendor.png")
+>>> result.candidates.nms(0.5).to_coco(image_id=1, category_id=1)
 """
 
 from sceneloc.api import Grounder, load
+from sceneloc.candidates import Candidate, Candidates
 from sceneloc.errors import (
     DataFormatError,
     ImageTooLargeError,
@@ -19,26 +22,26 @@ from sceneloc.errors import (
 )
 from sceneloc.images import load_image
 from sceneloc.registry import list_backends, list_models
-from sceneloc.types import Candidate, LocateResult, draw_results, results_to_dict
+from sceneloc.results import LocateAnswer, LocateResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Candidate",
+    "Candidates",
     "DataFormatError",
     "Grounder",
     "ImageTooLargeError",
     "InvalidImageError",
     "InvalidQueryError",
+    "LocateAnswer",
     "LocateResult",
     "ModelNotFoundError",
     "SceneLocError",
     "UnsupportedModelError",
     "__version__",
-    "draw_results",
     "list_backends",
     "list_models",
     "load",
     "load_image",
-    "results_to_dict",
 ]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Sequence
 
 import torch
 
 from sceneloc.backends.base import Backend
-from sceneloc.boxes import clip_box, is_inside
+from sceneloc.candidates import Candidates
 from sceneloc.errors import InvalidQueryError, SceneLocError
 from sceneloc.images import ImageInput, load_image
 from sceneloc.registry import resolve
-from sceneloc.types import Candidate, LocateResult
+from sceneloc.results import LocateAnswer, LocateResult
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +100,8 @@ class Grounder:
         queries: str | Sequence[str],
         threshold: float | None = None,
         top_k: int = 5,
-    ) -> list[LocateResult]:
-        """Find what each query describes; one :class:`LocateResult` per query, in order.
+    ) -> LocateAnswer:
+        """Find what each query describes: the answer for the image, one result per query.
 
         ``image`` is a path, raw bytes or a PIL image. ``threshold`` defaults to the
         backend's own; ``top_k`` caps the ranked candidates kept per query.
@@ -109,28 +111,27 @@ class Grounder:
             raise SceneLocError(f"top_k must be at least 1, got {top_k}")
         threshold = self.backend.default_threshold if threshold is None else float(threshold)
         picture = load_image(image).image
+        started = time.perf_counter()
         with torch.inference_mode():
             raw = self.backend.predict(picture, texts, threshold)
-        return [
-            LocateResult(
-                query=text, candidates=rank(found, picture.size, threshold, top_k), image=picture
-            )
-            for text, found in zip(texts, raw)
-        ]
+        timing_ms = (time.perf_counter() - started) * 1000
+        return LocateAnswer(
+            image=picture,
+            results=tuple(
+                LocateResult(text, rank(found, picture.size, threshold, top_k), picture)
+                for text, found in zip(texts, raw)
+            ),
+            model=self.name,
+            path=str(image) if isinstance(image, str | os.PathLike) else None,
+            timing_ms=timing_ms,
+        )
 
 
-def rank(
-    candidates: list[Candidate], size: tuple[int, int], threshold: float, top_k: int
-) -> list[Candidate]:
+def rank(candidates: Candidates, size: tuple[int, int], threshold: float, top_k: int) -> Candidates:
     """Drop boxes outside the image or under the threshold, clip the rest, best first."""
     width, height = size
-    kept = [
-        Candidate(clip_box(c.box, width, height), float(c.score), c.label)
-        for c in candidates
-        if c.score >= threshold and is_inside(c.box, width, height)
-    ]
-    kept.sort(key=lambda c: c.score, reverse=True)
-    return kept[:top_k]
+    kept = candidates.with_min_score(threshold).inside(width, height)
+    return kept.clipped(width, height).top_k(top_k)
 
 
 def load(

@@ -39,7 +39,7 @@ from rich.text import Text
 from sceneloc.api import Grounder, normalize_queries
 from sceneloc.errors import DataFormatError, InvalidImageError, InvalidQueryError, SceneLocError
 from sceneloc.images import LoadedImage, load_image
-from sceneloc.types import LocateResult, slug
+from sceneloc.results import LocateResult, slug
 
 logger = logging.getLogger(__name__)
 
@@ -199,12 +199,12 @@ def run_batch(
                 append({"image": image, "error": " ".join(str(loaded).split())})
                 errors += 1
             else:
-                results = grounder.locate(loaded.image, todo[image], threshold, top_k)
-                for result in results:
+                answer = grounder.locate(loaded.image, todo[image], threshold, top_k)
+                for result in answer:
                     if crops is not None:
                         _save_crop(result, crops / f"{Path(image).stem}.{slug(result.query)}.png")
                     append({"image": image, **result.to_dict()})
-                written += len(results)
+                written += len(answer)
             tick()
     return BatchSummary(written=written, skipped=skipped, errors=errors)
 

@@ -18,7 +18,7 @@ import sceneloc
 from sceneloc.api import rank
 from sceneloc.backends.clip_rerank import DEFAULT_DETECTOR, square_crop
 from sceneloc.boxes import clip_box, is_inside
-from sceneloc.types import Candidate
+from sceneloc.candidates import Candidate, Candidates
 
 QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
 MAX_PROPOSALS = 12
@@ -81,7 +81,7 @@ def proposals(detector_of_pipeline, textured) -> list[list[float]]:
     return reference_proposals(detector_of_pipeline, textured)
 
 
-def reference(clip, boxes, image, query: str, threshold: float, top_k: int) -> list[Candidate]:
+def reference(clip, boxes, image, query: str, threshold: float, top_k: int) -> Candidates:
     """CLIP's own forward for one query alone against every proposal's crop, softmax over crops."""
     processor = CLIPProcessor.from_pretrained(clip)
     model = CLIPModel.from_pretrained(clip).eval()
@@ -91,10 +91,10 @@ def reference(clip, boxes, image, query: str, threshold: float, top_k: int) -> l
     with torch.no_grad():
         probs = model(**inputs).logits_per_text[0].softmax(-1)
     raw = [Candidate(box, float(p), query) for box, p in zip(boxes, probs)]
-    return rank(raw, image.size, threshold, top_k)
+    return rank(Candidates.from_list(raw), image.size, threshold, top_k)
 
 
-def assert_same(got: list[Candidate], want: list[Candidate]) -> None:
+def assert_same(got: Candidates, want: Candidates) -> None:
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.box == pytest.approx(b.box, abs=1e-4)

@@ -12,7 +12,7 @@ from transformers import AutoProcessor, Florence2ForConditionalGeneration
 import sceneloc
 from sceneloc.api import rank
 from sceneloc.backends.florence2 import TASK, Florence2Backend
-from sceneloc.types import Candidate
+from sceneloc.candidates import Candidate, Candidates
 
 QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
 TOP_K = 10
@@ -24,7 +24,7 @@ def grounder(florence2_dir):
     return sceneloc.load(str(florence2_dir), device="cpu")
 
 
-def reference(checkpoint, image, query: str) -> list[Candidate]:
+def reference(checkpoint, image, query: str) -> Candidates:
     """The model card's usage for one query asked alone, each box scored independently.
 
     The score is recomputed by a teacher-forced pass over the generated answer: the
@@ -52,10 +52,10 @@ def reference(checkpoint, image, query: str) -> list[Candidate]:
         )
         for n, (box, label) in enumerate(zip(parsed["bboxes"], parsed["labels"]))
     ]
-    return rank(raw, image.size, 0.0, TOP_K)
+    return rank(Candidates.from_list(raw), image.size, 0.0, TOP_K)
 
 
-def assert_same(got: list[Candidate], want: list[Candidate], score_tolerance: float) -> None:
+def assert_same(got: Candidates, want: Candidates, score_tolerance: float) -> None:
     assert [c.box for c in got] == [c.box for c in want]
     assert [c.label for c in got] == [c.label for c in want]
     assert [c.score for c in got] == pytest.approx([c.score for c in want], abs=score_tolerance)

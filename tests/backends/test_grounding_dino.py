@@ -8,14 +8,14 @@ from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
 import sceneloc
 from sceneloc.api import rank
-from sceneloc.types import Candidate
+from sceneloc.candidates import Candidate, Candidates
 
 QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
 THRESHOLD = 0.05
 TOP_K = 4
 
 
-def reference(checkpoint, image, query: str) -> list[Candidate]:
+def reference(checkpoint, image, query: str) -> Candidates:
     """What the model's own processor and post-processing give for one query asked alone."""
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = AutoModelForZeroShotObjectDetection.from_pretrained(checkpoint).eval()
@@ -26,7 +26,7 @@ def reference(checkpoint, image, query: str) -> list[Candidate]:
         outputs, threshold=THRESHOLD, target_sizes=[(image.height, image.width)]
     )
     raw = [Candidate(b.tolist(), float(s), "") for b, s in zip(found["boxes"], found["scores"])]
-    return rank(raw, image.size, THRESHOLD, TOP_K)
+    return rank(Candidates.from_list(raw), image.size, THRESHOLD, TOP_K)
 
 
 @pytest.fixture(params=["grounding_dino_dir", "mm_grounding_dino_dir"])

@@ -112,7 +112,7 @@ def test_threshold_above_the_score_finds_nothing(grounder, scene):
     score = result.score
     (above,) = grounder.locate(scene, QUERIES[0], threshold=min(1.0, score + 1e-3))
     assert not above.found
-    assert above.box is None and above.score is None and above.candidates == []
+    assert above.box is None and above.score is None and len(above.candidates) == 0
     (below,) = grounder.locate(scene, QUERIES[0], threshold=max(0.0, score - 1e-3))
     assert below.found and below.score == pytest.approx(score)
 

@@ -11,7 +11,7 @@ from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
 import sceneloc
 from sceneloc.api import rank
-from sceneloc.types import Candidate
+from sceneloc.candidates import Candidate, Candidates
 
 # The second query is longer than the 16 tokens OWLv2 reads, so it is cut short.
 QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
@@ -24,7 +24,7 @@ def grounder(owlv2_dir):
     return sceneloc.load(str(owlv2_dir), device="cpu")
 
 
-def reference(checkpoint, image, query: str, threshold: float, top_k: int) -> list[Candidate]:
+def reference(checkpoint, image, query: str, threshold: float, top_k: int) -> Candidates:
     """The model card's usage for one query alone, with boxes scaled to the padded square."""
     processor = Owlv2Processor.from_pretrained(checkpoint)
     model = Owlv2ForObjectDetection.from_pretrained(checkpoint).eval()
@@ -36,10 +36,10 @@ def reference(checkpoint, image, query: str, threshold: float, top_k: int) -> li
         outputs, threshold=threshold, target_sizes=[(side, side)]
     )
     raw = [Candidate(b.tolist(), float(s), query) for b, s in zip(found["boxes"], found["scores"])]
-    return rank(raw, image.size, threshold, top_k)
+    return rank(Candidates.from_list(raw), image.size, threshold, top_k)
 
 
-def assert_same(got: list[Candidate], want: list[Candidate]) -> None:
+def assert_same(got: Candidates, want: Candidates) -> None:
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.box == pytest.approx(b.box, abs=1e-4)

@@ -11,10 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import draw_scene
+from sceneloc import Candidates, LocateAnswer, LocateResult
 from sceneloc.cli import app
 from sceneloc.data.format import Sample
 from sceneloc.evaluation import evaluate_model, evaluate_predictions
-from sceneloc.types import LocateResult
 
 runner = CliRunner()
 
@@ -163,7 +163,8 @@ class CountingGrounder:
     def locate(self, image, queries, threshold=None, top_k=5):
         self.calls.append((Path(image).name, len(queries)))
         picture = Image.new("RGB", (160, 96))
-        return [LocateResult(query=q, candidates=[], image=picture) for q in queries]
+        results = tuple(LocateResult(q, Candidates.empty(), picture) for q in queries)
+        return LocateAnswer(picture, results, model=self.name)
 
 
 def test_images_are_opened_once_per_group(dataset, tmp_path):

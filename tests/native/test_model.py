@@ -14,8 +14,6 @@ from sceneloc.native.model import (
     ATTRIBUTE_WEIGHT,
     OBJECT_MAP_WEIGHT,
     TARGET_WEIGHT,
-    cxcywh_to_xyxy,
-    generalized_iou,
 )
 
 FUSIONS = ("cross-attention", "concat")
@@ -68,42 +66,6 @@ PRESENT = torch.tensor([1.0, 0.0, 1.0])
 
 def batch(**extra) -> dict[str, torch.Tensor]:
     return {"pixel_values": pixels(2), **text(QUERIES), "image_index": IMAGE_INDEX, **extra}
-
-
-# --- box arithmetic --------------------------------------------------------------------------
-
-
-def test_generalized_iou_of_identical_boxes_is_one():
-    boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.1, 0.2, 0.5, 0.9], [3.0, 1.0, 4.0, 7.0]])
-    assert generalized_iou(boxes, boxes).tolist() == pytest.approx([1.0, 1.0, 1.0])
-
-
-def test_generalized_iou_of_overlapping_boxes():
-    # Intersection [1,1,2,2] (area 1), union 4 + 4 - 1 = 7, hull [0,0,3,3] (area 9).
-    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
-    b = torch.tensor([[1.0, 1.0, 3.0, 3.0]])
-    expected = 1 / 7 - (9 - 7) / 9
-    assert generalized_iou(a, b).item() == pytest.approx(expected, abs=1e-6)
-    assert generalized_iou(b, a).item() == pytest.approx(expected, abs=1e-6)
-
-
-def test_generalized_iou_of_touching_and_far_boxes_is_negative():
-    a = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
-    # Touching at x = 1: no overlap, union 2, hull [0,0,2,1] of area 2 -> GIoU 0.
-    # Far apart: union 2, hull [0,0,4,1] of area 4 -> GIoU -(4 - 2) / 4 = -0.5.
-    b = torch.tensor([[1.0, 0.0, 2.0, 1.0], [3.0, 0.0, 4.0, 1.0]])
-    assert generalized_iou(a, b).tolist() == pytest.approx([0.0, -0.5], abs=1e-6)
-    # Diagonally apart: union 2, hull [0,0,3,3] of area 9 -> -(9 - 2) / 9.
-    c = torch.tensor([[2.0, 2.0, 3.0, 3.0]])
-    giou = generalized_iou(a[:1], c).item()
-    assert giou < 0
-    assert giou == pytest.approx(-7 / 9, abs=1e-6)
-
-
-def test_box_conversions():
-    xyxy = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.1, 0.2, 0.5, 0.9]])
-    cxcywh = torch.tensor([[1.0, 1.0, 2.0, 2.0], [0.3, 0.55, 0.4, 0.7]])
-    assert torch.allclose(cxcywh_to_xyxy(cxcywh), xyxy)
 
 
 # --- outputs ---------------------------------------------------------------------------------

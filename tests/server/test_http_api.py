@@ -66,8 +66,8 @@ def test_locate_answers_like_locate_json_plus_timing(client, grounder, scene, sc
     payload = response.json()
     timing = payload.pop("timing_ms")
     assert timing > 0
-    expected = grounder.locate(scene.image, scene.queries)
-    assert payload == sceneloc.results_to_dict(expected, model="native-synth", path="scene.png")
+    expected = grounder.locate(scene.image, scene.queries).to_dict()
+    assert payload == expected | {"image": expected["image"] | {"path": "scene.png"}}
     assert [r["query"] for r in payload["results"]] == scene.queries
     width, height = scene.image.size
     assert payload["image"] == {"path": "scene.png", "width": width, "height": height}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sceneloc.demo import demo_scene
-from sceneloc.types import PALETTE
+from sceneloc.results import PALETTE
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed: pip install -e '.[dev]'"

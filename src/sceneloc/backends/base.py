@@ -10,8 +10,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from PIL import Image
 
+from sceneloc.candidates import Candidates
 from sceneloc.errors import ModelNotFoundError
-from sceneloc.types import Candidate
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,8 @@ class Backend(ABC):
         self.dtype = dtype
 
     @abstractmethod
-    def predict(
-        self, image: Image.Image, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
-        """Candidates for each query, each query answered as if asked alone.
+    def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
+        """The candidates of each query, each query answered as if asked alone.
 
         Boxes are in pixels of ``image``; they may be unordered and reach past its edges.
         Candidates scoring below ``threshold`` may be left out.
@@ -68,11 +66,3 @@ def to_model(
         key: value.to(device=device, dtype=dtype if value.is_floating_point() else None)
         for key, value in inputs.items()
     }
-
-
-def to_candidates(boxes: torch.Tensor, scores: torch.Tensor, label: str) -> list[Candidate]:
-    """Candidates from ``(n, 4)`` boxes and ``(n,)`` scores, as plain CPU floats."""
-    return [
-        Candidate(box, score, label)
-        for box, score in zip(boxes.float().cpu().tolist(), scores.float().cpu().tolist())
-    ]

@@ -37,11 +37,11 @@ from transformers import (
     AutoProcessor,
 )
 
-from sceneloc.backends.base import Backend, from_pretrained, to_candidates, to_model
+from sceneloc.backends.base import Backend, from_pretrained, to_model
 from sceneloc.boxes import Box, clip_box, is_inside
+from sceneloc.candidates import Candidates
 from sceneloc.errors import ModelNotFoundError, SceneLocError
 from sceneloc.registry import read_config, register_backend
-from sceneloc.types import Candidate
 
 logger = logging.getLogger(__name__)
 
@@ -144,17 +144,15 @@ class ClipRerankBackend(Backend):
         self.fill = tuple(round(255 * m) for m in mean)
         self.max_text_len = int(self.clip.config.text_config.max_position_embeddings)
 
-    def predict(
-        self, image: Image.Image, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
+    def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         boxes = self.propose(image)
         if not boxes.shape[0]:
-            return [[] for _ in queries]
+            return [Candidates.empty() for _ in queries]
         crops = self.embed_crops([square_crop(image, box, self.fill) for box in boxes.tolist()])
         text = self.embed_queries(queries)
         logits = self.clip.logit_scale.exp().float() * text @ crops.T
         scores = logits.softmax(dim=-1)
-        return [to_candidates(boxes, row, query) for query, row in zip(queries, scores)]
+        return [Candidates.of(boxes, row, query) for query, row in zip(queries, scores)]
 
     def propose(self, image: Image.Image) -> torch.Tensor:
         """Up to ``max_proposals`` distinct boxes overlapping the image, most confident first."""

@@ -30,8 +30,8 @@ from transformers import AutoProcessor, Florence2ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from sceneloc.backends.base import Backend, from_pretrained
+from sceneloc.candidates import Candidates
 from sceneloc.registry import register_backend
-from sceneloc.types import Candidate
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ class Florence2Backend(Backend):
         text = self.processor.task_prompts_with_input[TASK].format(input=query.strip())
         return f"{image_tokens}{tokenizer.bos_token}{text}{tokenizer.eos_token}"
 
-    def predict(
-        self, image: Image.Image, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
+    def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         encoded, attention_mask = self._encode(image, queries)
         output = self.model.generate(
             encoder_outputs=encoded,
@@ -140,7 +138,7 @@ class Florence2Backend(Backend):
 
     def _candidates(
         self, sequence: list[int], log_probs: list[float], size: tuple[int, int]
-    ) -> list[Candidate]:
+    ) -> Candidates:
         """Parse one answer with the processor; score each box by its four location tokens.
 
         ``log_probs`` belong to the last tokens of ``sequence``. To learn which tokens made
@@ -158,15 +156,13 @@ class Florence2Backend(Backend):
         if tag_count != len(tag_log_probs):
             # A tag spelt out of ordinary tokens: no token probabilities to score it with.
             logger.warning("location tags in %r are not all location tokens; scored 0", text)
-            return [Candidate([float(v) for v in box], 0.0, label) for box, label in parsed]
-        return [
-            Candidate(
-                [float(v) for v in box],
-                math.exp(sum(tag_log_probs[n] for n in tags) / len(tags)),
-                label,
-            )
-            for (box, label), (tags, _) in zip(parsed, self._parse(numbered, (1000, 1000)))
-        ]
+            scores = [0.0] * len(parsed)
+        else:
+            scores = [
+                math.exp(sum(tag_log_probs[n] for n in tags) / len(tags))
+                for tags, _ in self._parse(numbered, (1000, 1000))
+            ]
+        return Candidates([box for box, _ in parsed], scores, [label for _, label in parsed])
 
     def _parse(self, text: str, size: tuple[int, int]) -> list[tuple[list[int], str]]:
         """``(box, phrase)`` pairs of an answer, by the processor's own post-processing."""

@@ -19,8 +19,8 @@ from torch import nn
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
 from sceneloc.backends.base import Backend, from_pretrained, to_model
+from sceneloc.candidates import Candidates
 from sceneloc.registry import register_backend
-from sceneloc.types import Candidate
 
 
 def prompt_for(query: str) -> str:
@@ -105,9 +105,7 @@ class GroundingDinoBackend(Backend):
         self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
         self.query_batch_size = query_batch_size or (1 if device.type == "cpu" else 8)
 
-    def predict(
-        self, image: Image.Image, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
+    def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         pixels = self.processor.image_processor(images=image, return_tensors="pt")
         step = self.query_batch_size
         with self.backbone.shared():
@@ -121,7 +119,7 @@ class GroundingDinoBackend(Backend):
 
     def _predict_batch(
         self, image: Image.Image, pixels: dict, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
+    ) -> list[Candidates]:
         text = self.processor.tokenizer(
             [prompt_for(q) for q in queries],
             padding=True,
@@ -147,10 +145,11 @@ class GroundingDinoBackend(Backend):
             target_sizes=[(image.height, image.width)] * batch,
         )
         return [
-            [
-                Candidate(box.tolist(), float(score), self._phrase(label) or query)
-                for box, score, label in zip(d["boxes"], d["scores"], d["text_labels"])
-            ]
+            Candidates(
+                d["boxes"].cpu().numpy(),
+                d["scores"].cpu().numpy(),
+                [self._phrase(label) or query for label in d["text_labels"]],
+            )
             for query, d in zip(queries, detections)
         ]
 

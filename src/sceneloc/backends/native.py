@@ -13,10 +13,10 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sceneloc.backends.base import Backend, from_pretrained
+from sceneloc.candidates import Candidates
 from sceneloc.native.model import NativeGroundingModel, NativeOutput
 from sceneloc.native.processing import normalize, resize, to_pixels, tokenize
 from sceneloc.registry import register_backend
-from sceneloc.types import Candidate
 
 #: The model trained on synthetic dense scenes that ships inside the package.
 BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-synth"
@@ -70,13 +70,11 @@ class NativeBackend(Backend):
             image_index=torch.zeros(len(queries), dtype=torch.long, device=self.device),
         )
 
-    def predict(
-        self, image: Image.Image, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
+    def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         outputs = self.forward(image, queries)
-        scores = self.model.presence_probability(outputs).tolist()
-        boxes = outputs.boxes.float().tolist()
+        scores = self.model.presence_probability(outputs).float().cpu().numpy()
+        boxes = to_pixels(outputs.boxes.float().cpu().numpy(), image.width, image.height)
         return [
-            [Candidate(to_pixels(box, image.width, image.height), score, query)]
+            Candidates(box[None], score[None], [query])
             for query, box, score in zip(queries, boxes, scores)
         ]

@@ -23,9 +23,9 @@ from PIL import Image
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 
-from sceneloc.backends.base import Backend, from_pretrained, to_candidates, to_model
+from sceneloc.backends.base import Backend, from_pretrained, to_model
+from sceneloc.candidates import Candidates
 from sceneloc.registry import register_backend
-from sceneloc.types import Candidate
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ class Owlv2Backend(Backend):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.max_text_len = int(self.model.config.text_config.max_position_embeddings)
 
-    def predict(
-        self, image: Image.Image, queries: list[str], threshold: float
-    ) -> list[list[Candidate]]:
+    def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         self._warn_if_truncated(queries)
         inputs = self.processor(images=image, text=queries, truncation=True, return_tensors="pt")
         outputs = self.model(**to_model(inputs, self.device, self.dtype))
@@ -67,7 +65,7 @@ class Owlv2Backend(Backend):
         found = self.processor.post_process_grounded_object_detection(
             per_query, threshold=threshold, target_sizes=[(image.height, image.width)] * count
         )
-        return [to_candidates(d["boxes"], d["scores"], query) for query, d in zip(queries, found)]
+        return [Candidates.of(d["boxes"], d["scores"], query) for query, d in zip(queries, found)]
 
     def _warn_if_truncated(self, queries: list[str]) -> None:
         """OWLv2 reads 16 tokens at most; say so rather than silently answer a shorter query."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from sceneloc.cli.common import console, fail
-from sceneloc.cli.locate import print_table, write_outputs
+from sceneloc.cli.locate import print_table
 from sceneloc.errors import SceneLocError
 
 
@@ -25,11 +26,12 @@ def demo(
 
     scene = demo_scene(seed)
     try:
-        results = sceneloc.load(DEMO_MODEL, device="cpu").locate(scene.image, scene.queries)
+        answer = sceneloc.load(DEMO_MODEL, device="cpu").locate(scene.image, scene.queries)
+        answer = dataclasses.replace(answer, path=str(out / "scene.png"))
+        answer.save(out, "scene")
     except SceneLocError as exc:
         raise fail(str(exc)) from None
-    payload = sceneloc.results_to_dict(results, model=DEMO_MODEL, path=str(out / "scene.png"))
-    write_outputs(out, "scene", results)
+    payload = answer.to_dict()
     try:
         scene.image.save(out / "scene.png")
         (out / "scene.json").write_text(json.dumps(payload, indent=2))

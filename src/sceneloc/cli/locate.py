@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,6 @@ from rich.table import Table
 
 from sceneloc.cli.common import Device, Dtype, Threshold, TopK, console, fail
 from sceneloc.errors import SceneLocError
-from sceneloc.types import slug
 
 DEFAULT_MODEL = "grounding-dino-base"
 
@@ -40,33 +40,19 @@ def locate(
         picture = sceneloc.load_image(image)  # fail fast on bad input, before loading a model
         queries = sceneloc.api.normalize_queries(query)
         grounder = sceneloc.load(model, device=device, dtype=dtype)
-        results = grounder.locate(picture.image, queries, threshold=threshold, top_k=top_k)
+        answer = grounder.locate(picture.image, queries, threshold=threshold, top_k=top_k)
+        answer = dataclasses.replace(answer, path=str(image))
+        if out is not None:
+            answer.save(out, image.stem)
     except SceneLocError as exc:
         raise fail(str(exc)) from None
-    payload = sceneloc.results_to_dict(results, model=model, path=str(image))
-    if out is not None:
-        write_outputs(out, image.stem, results)
+    payload = answer.to_dict()
     if as_json:
         typer.echo(json.dumps(payload))
     else:
         print_table(payload)
         if out is not None:
             console.print(f"wrote the annotated image and crops to {out}")
-
-
-def write_outputs(folder: Path, stem: str, results: list) -> None:
-    """The annotated image and one crop per found query, named after the query."""
-    from sceneloc.types import draw_results
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        draw_results(results[0].image, results).save(folder / f"{stem}.annotated.png")
-        for index, result in enumerate(results, start=1):
-            crop = result.crop()
-            if crop is not None:
-                crop.save(folder / f"{stem}.crop{index:02d}.{slug(result.query)}.png")
-    except OSError as exc:
-        raise fail(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
 
 def print_table(payload: dict) -> None:

@@ -25,7 +25,6 @@ from sceneloc.evaluation.metrics import (
     Prediction,
     best_iou,
     first_hit,
-    iou_matrix,
     score,
     summarize,
 )
@@ -63,7 +62,6 @@ __all__ = [
     "evaluate_predictions",
     "first_hit",
     "group_samples",
-    "iou_matrix",
     "read_predictions",
     "read_scenes",
     "scan",

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from sceneloc.candidates import Candidates
 from sceneloc.data.format import Sample, parse_box, read_jsonl, report_bad
 from sceneloc.errors import DataFormatError, SceneLocError
 from sceneloc.evaluation.metrics import EvaluationResult, Prediction
 from sceneloc.evaluation.runner import evaluate
-from sceneloc.types import Candidate
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ class BaselinePredictor:
                 self._warned = True
             same = np.array([scene.shapes[i] == sample.category for i in order], dtype=bool)
             order = np.concatenate([order[same], order[~same]])
-        candidates = [Candidate(scene.boxes[i].tolist(), float("nan"), "") for i in order]
-        best = candidates[0].box if candidates else None
+        candidates = Candidates(scene.boxes[order], np.full(len(order), np.nan), [""] * len(order))
+        best = candidates[0].box if len(candidates) else None
         return Prediction(best, None, candidates, (scene.width, scene.height))
 
 

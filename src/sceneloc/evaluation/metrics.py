@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from sceneloc.boxes import Box
+from sceneloc.boxes import Box, area, iou_matrix
+from sceneloc.candidates import Candidates
 from sceneloc.data.format import Sample
-from sceneloc.types import Candidate
+from sceneloc.schema import PredictionRecord, result_record
 
 #: IoU thresholds at which accuracy is reported.
 THRESHOLDS = (0.5, 0.75)
@@ -40,45 +41,24 @@ class Prediction:
 
     box: Box | None
     score: float | None = None
-    candidates: list[Candidate] | None = None
+    candidates: Candidates | None = None
     image_size: tuple[int, int] | None = None
 
     @property
-    def ranked(self) -> list[Box]:
-        """The boxes recall@k looks at: the candidates, else the box alone."""
+    def ranked(self) -> np.ndarray:
+        """The ``(n, 4)`` boxes recall@k looks at: the candidates, else the box alone."""
         if self.candidates is not None:
-            return [c.box for c in self.candidates]
-        return [self.box] if self.box is not None else []
+            return self.candidates.boxes
+        return np.asarray([self.box] if self.box is not None else [], dtype=np.float64)
 
-    def to_dict(self, sample_id: str) -> dict[str, Any]:
-        """The predictions-file record; floats are kept exact so a re-score gives equal numbers."""
-        record: dict[str, Any] = {"id": sample_id, "box": self.box}
-        if self.score is not None:
-            record["score"] = self.score
-        if self.candidates is not None:
-            record["candidates"] = [
-                {"box": c.box, "score": c.score if math.isfinite(c.score) else None}
-                for c in self.candidates
-            ]
-        return record
+    def to_record(self, sample: Sample) -> PredictionRecord:
+        """The predictions-file line; floats are kept exact so a re-score gives equal numbers."""
+        record = result_record(sample.query, self.box, self.score, self.candidates, exact=True)
+        return PredictionRecord(id=sample.id, **dict(record))
 
 
 #: The prediction of a sample the source said nothing about: IoU 0, never correct.
 MISSING = Prediction(box=None)
-
-
-def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
-    """IoU of every box of ``a`` with every box of ``b``: shape ``(len(a), len(b))``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
 
 
 def best_iou(box: Box | None, targets: Sequence[Box]) -> float:
@@ -89,10 +69,10 @@ def best_iou(box: Box | None, targets: Sequence[Box]) -> float:
 
 
 def first_hit(
-    ranked: Sequence[Box], targets: Sequence[Box], threshold: float = RECALL_IOU
+    ranked: Sequence[Box] | np.ndarray, targets: Sequence[Box], threshold: float = RECALL_IOU
 ) -> float:
     """0-based rank of the first box with IoU >= ``threshold`` with any target; inf if none."""
-    if not ranked:
+    if len(ranked) == 0:
         return math.inf
     hits = np.flatnonzero(iou_matrix(ranked, targets).max(axis=1) >= threshold)
     return float(hits[0]) if hits.size else math.inf
@@ -102,8 +82,7 @@ def size_fraction(box: Box, image_size: tuple[int, int] | None) -> float:
     """sqrt(box area / image area): the target's side relative to the image's; nan if unknown."""
     if not image_size or image_size[0] <= 0 or image_size[1] <= 0:
         return math.nan
-    x1, y1, x2, y2 = box
-    return math.sqrt(max(0.0, x2 - x1) * max(0.0, y2 - y1) / (image_size[0] * image_size[1]))
+    return math.sqrt(float(area(box)) / (image_size[0] * image_size[1]))
 
 
 def size_bin(fraction: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -19,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
+from sceneloc.candidates import Candidates
 from sceneloc.data.format import Sample, parse_box, read_jsonl, read_samples, report_bad
 from sceneloc.errors import DataFormatError, InvalidImageError, SceneLocError
 from sceneloc.evaluation.metrics import MISSING, RECALL_KS, EvaluationResult, Prediction
-from sceneloc.types import Candidate
 
 if TYPE_CHECKING:  # the API imports torch and transformers; only types are needed here
     from sceneloc.api import Grounder
@@ -140,7 +141,7 @@ def evaluate(
             for sample, prediction in zip(group, predictions):
                 result.add(sample, prediction)
                 if out is not None:
-                    out.write(json.dumps(prediction.to_dict(sample.id)) + "\n")
+                    out.write(json.dumps(prediction.to_record(sample).model_dump()) + "\n")
             if progress is not None:
                 progress(len(group))
     if result.n == 0:
@@ -190,14 +191,12 @@ class ModelPredictor:
         if not path.is_file():
             raise InvalidImageError(f"sample {first.id}: image not found: {path}")
         try:
-            results = self.grounder.locate(
+            answer = self.grounder.locate(
                 path, [s.query for s in samples], threshold=self.threshold, top_k=self.top_k
             )
         except InvalidImageError as exc:
             raise InvalidImageError(f"sample {first.id}: {exc}") from None
-        return [
-            Prediction(r.box, r.score, list(r.candidates), tuple(r.image.size)) for r in results
-        ]
+        return [Prediction(r.box, r.score, r.candidates, answer.image.size) for r in answer]
 
 
 class FilePredictor:
@@ -224,10 +223,10 @@ class FilePredictor:
         return [key for key in self.predictions if key not in self.used]
 
 
-def _parse_candidates(value: Any) -> list[Candidate]:
+def _parse_candidates(value: Any) -> Candidates:
     if not isinstance(value, list):
         raise ValueError("'candidates' must be a list")
-    candidates = []
+    boxes, scores = [], []
     for index, item in enumerate(value):
         name = f"candidates[{index}]"
         if isinstance(item, dict):
@@ -241,8 +240,9 @@ def _parse_candidates(value: Any) -> list[Candidate]:
                 raise ValueError(f"{name}.score must be a number")
         else:
             box, score = parse_box(item, name), None
-        candidates.append(Candidate(box, float("nan") if score is None else float(score), ""))
-    return candidates
+        boxes.append(box)
+        scores.append(math.nan if score is None else float(score))
+    return Candidates(boxes, scores, [""] * len(boxes))
 
 
 def parse_prediction(record: Any) -> tuple[str, Prediction]:

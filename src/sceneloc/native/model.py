@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from sceneloc.boxes import cxcywh_to_xyxy, generalized_iou
 from sceneloc.native.config import WORD_VECTORS, NativeConfig
 from sceneloc.native.encoders import ImageEncoder, TextEncoder, masked_mean, transformer
 from sceneloc.native.reasoning import SpatialReasoning, cell_coordinates
@@ -41,24 +42,6 @@ L1_WEIGHT, GIOU_WEIGHT, CELL_WEIGHT, PRESENCE_WEIGHT, ATTRIBUTE_WEIGHT = 5.0, 2.
 #: Without the anchor's labels the anchor role never found the anchor's words and relations
 #: stayed at chance (0.27 after 15 minutes).
 OBJECT_MAP_WEIGHT, TARGET_WEIGHT, ANCHOR_WEIGHT = 1.0, 1.0, 1.0
-
-
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
-
-
-def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Element-wise generalised IoU of two ``(n, 4)`` xyxy box sets (1 for identical boxes)."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    top_left, bottom_right = torch.max(a[:, :2], b[:, :2]), torch.min(a[:, 2:], b[:, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=1)
-    union = area_a + area_b - inter
-    iou = inter / union.clamp(min=1e-7)
-    hull = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).clamp(min=0)
-    hull_area = hull.prod(dim=1).clamp(min=1e-7)
-    return iou - (hull_area - union) / hull_area
 
 
 def _cell_index(x: torch.Tensor, y: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

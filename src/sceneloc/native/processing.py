@@ -7,11 +7,14 @@ image's sides, so they map back to any aspect ratio exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
+from sceneloc.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from sceneloc.native.config import NativeConfig
 
 
@@ -53,18 +56,11 @@ def tokenize(
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def to_normalized(box: list[float], width: int, height: int) -> list[float]:
-    """Pixel ``[x1, y1, x2, y2]`` to normalised ``[cx, cy, w, h]``."""
-    x1, y1, x2, y2 = box
-    return [(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height]
+def to_normalized(box: Sequence[float], width: int, height: int) -> list[float]:
+    """Pixel ``[x1, y1, x2, y2]`` to the model's normalised ``[cx, cy, w, h]``."""
+    return (xyxy_to_cxcywh(box) / np.array([width, height, width, height])).tolist()
 
 
-def to_pixels(box: list[float], width: int, height: int) -> list[float]:
-    """Normalised ``[cx, cy, w, h]`` to pixel ``[x1, y1, x2, y2]``."""
-    cx, cy, w, h = box
-    return [
-        (cx - w / 2) * width,
-        (cy - h / 2) * height,
-        (cx + w / 2) * width,
-        (cy + h / 2) * height,
-    ]
+def to_pixels(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The model's normalised ``(n, 4)`` ``[cx, cy, w, h]`` to pixel ``[x1, y1, x2, y2]``."""
+    return cxcywh_to_xyxy(boxes) * np.array([width, height, width, height])

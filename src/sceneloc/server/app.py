@@ -8,9 +8,10 @@ model (torch releases the GIL while it computes), so the event loop only moves b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,24 +21,22 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.exceptions import HTTPException
 
 from sceneloc import __version__, images
 from sceneloc.api import Grounder, normalize_queries
 from sceneloc.errors import ImageTooLargeError, SceneLocError
 from sceneloc.registry import get_backend
+from sceneloc.schema import LocateResponse
 from sceneloc.server.gate import Admission, RequestGate
 from sceneloc.server.schemas import (
     ErrorResponse,
     HealthResponse,
     LimitsOut,
-    LocateResponse,
     ModelOut,
     ModelsResponse,
     error_response,
 )
-from sceneloc.types import LocateResult, results_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +109,18 @@ def create_app(
             Form(allow_inf_nan=False, description="Minimum score (default: the model's own)."),
         ] = None,
         top_k: Annotated[int, Form(ge=1, description="Ranked candidates kept per query.")] = 5,
-    ) -> dict[str, Any]:
+    ) -> LocateResponse:
         """Locate each query in the image: the `sceneloc locate --json` object plus timing."""
         texts = normalize_queries(queries)  # fail fast, before decoding
         picture = await asyncio.to_thread(images.load_image, await image.read(), pixel_limit)
         loop = asyncio.get_running_loop()
-        results, seconds = await loop.run_in_executor(
-            app.state.pool, timed_locate, grounder, picture.image, texts, threshold, top_k
+        answer = await loop.run_in_executor(
+            app.state.pool,
+            functools.partial(grounder.locate, picture.image, texts, threshold, top_k),
         )
-        admission.observe(seconds)
-        payload = results_to_dict(results, model=grounder.name, path=image.filename or None)
-        return payload | {"timing_ms": round(seconds * 1000, 2)}
+        admission.observe(answer.timing_ms / 1000)
+        answer = dataclasses.replace(answer, path=image.filename or None)
+        return answer.to_record(timing=True)
 
     backend = get_backend(grounder.backend.backend_name)
     models = ModelsResponse(
@@ -161,19 +161,6 @@ def create_app(
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def timed_locate(
-    grounder: Grounder,
-    image: Image.Image,
-    queries: Sequence[str],
-    threshold: float | None,
-    top_k: int,
-) -> tuple[list[LocateResult], float]:
-    """Run in a pool thread: the results and the seconds the model took."""
-    start = time.perf_counter()
-    results = grounder.locate(image, queries, threshold=threshold, top_k=top_k)
-    return results, time.perf_counter() - start
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -5,7 +5,7 @@
 // counts as found when its best candidate's score is at least the slider's value.
 "use strict";
 
-// The same Tableau 10 colours as sceneloc.types.PALETTE, one per query in order.
+// The same Tableau 10 colours as sceneloc.results.PALETTE, one per query in order.
 const PALETTE = [
   "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F",
   "#EDC948", "#B07AA1", "#FF9DA7", "#9C755F", "#BAB0AC",

@@ -1,0 +1,114 @@
+"""The JSON answer, defined once and written by one function for every output.
+
+``sceneloc locate --json`` prints a :class:`LocateRecord`, the HTTP API answers a
+:class:`LocateResponse` (the same plus the model time), ``sceneloc batch`` writes one
+:class:`ResultRecord` a line with its image, and ``--save-predictions`` writes one
+:class:`PredictionRecord` a line. All of them are built by :func:`result_record` (one query)
+and :func:`locate_record` (one image); the server hands these models to OpenAPI.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from sceneloc.boxes import Box
+
+if TYPE_CHECKING:
+    from sceneloc.candidates import Candidates
+    from sceneloc.results import LocateAnswer
+
+BOX_DESCRIPTION = "[x1, y1, x2, y2] in pixels of the upright image, clipped to it"
+#: Decimals kept on the wire; predictions files keep exact floats (``exact=True``) so that
+#: re-scoring one gives the numbers of the run that wrote it.
+BOX_DECIMALS, SCORE_DECIMALS = 2, 4
+
+
+class CandidateRecord(BaseModel):
+    box: Box = Field(description=BOX_DESCRIPTION, min_length=4, max_length=4)
+    score: float | None = Field(description="Null only where the source gives no score.")
+    label: str = Field(description="The text span the box was matched to.")
+
+
+class ResultRecord(BaseModel):
+    query: str = Field(description="The query, whitespace normalised.")
+    box: Box | None = Field(description="Best candidate's box; null if none reaches the threshold.")
+    score: float | None = Field(description="The best candidate's score, or null.")
+    candidates: list[CandidateRecord] | None = Field(
+        description="Ranked best first, at most top_k; null only in a predictions file whose "
+        "source gave no ranking."
+    )
+
+
+class PredictionRecord(ResultRecord):
+    """One line of a predictions file: what was answered for the sample ``id``."""
+
+    id: str
+
+
+class ImageRecord(BaseModel):
+    path: str | None = Field(description="The image's file name, when known.")
+    width: int
+    height: int
+
+
+class LocateRecord(BaseModel):
+    """The ``sceneloc locate --json`` object."""
+
+    image: ImageRecord
+    model: str
+    results: list[ResultRecord] = Field(description="One per query, in the order asked.")
+
+
+class LocateResponse(LocateRecord):
+    """The ``sceneloc locate --json`` object plus the inference time."""
+
+    timing_ms: float = Field(description="Model time for this request, queueing excluded.")
+
+
+def _number(value: float | None, decimals: int | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return value if decimals is None else round(value, decimals)
+
+
+def _box(box: Box | None, exact: bool) -> Box | None:
+    if box is None:
+        return None
+    return [float(v) if exact else round(float(v), BOX_DECIMALS) for v in box]
+
+
+def result_record(
+    query: str,
+    box: Box | None,
+    score: float | None,
+    candidates: Candidates | None,
+    *,
+    exact: bool = False,
+) -> ResultRecord:
+    """The record of one query's answer; ``exact`` keeps full floats (predictions files)."""
+    decimals = None if exact else SCORE_DECIMALS
+    ranked = None
+    if candidates is not None:
+        ranked = [
+            CandidateRecord(box=_box(c.box, exact), score=_number(c.score, decimals), label=c.label)
+            for c in candidates
+        ]
+    return ResultRecord(
+        query=query, box=_box(box, exact), score=_number(score, decimals), candidates=ranked
+    )
+
+
+def locate_record(answer: LocateAnswer, *, timing: bool = False) -> LocateRecord:
+    """The record of one image's answer; ``timing`` adds the model time (the HTTP answer)."""
+    width, height = answer.image.size
+    fields: dict[str, Any] = {
+        "image": ImageRecord(path=answer.path, width=width, height=height),
+        "model": answer.model,
+        "results": [result.to_record() for result in answer],
+    }
+    if timing:
+        return LocateResponse(**fields, timing_ms=round(answer.timing_ms, 2))
+    return LocateRecord(**fields)

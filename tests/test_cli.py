@@ -140,3 +140,38 @@ def test_models_lists_every_backend_with_its_checkpoint():
     for name in ("grounding-dino-base", "IDEA-Research/grounding-dino-tiny", "owlv2-base",
                  "florence-2-large", "clip-rerank"):  # fmt: skip
         assert name in result.stdout
+
+
+def broken_load(*args, **kwargs):
+    raise RuntimeError("the weights are\ncorrupt")
+
+
+def test_internal_error_is_one_line_and_exit_1(image_path, monkeypatch):
+    import sceneloc
+
+    monkeypatch.setattr(sceneloc, "load", broken_load)
+    result = locate(str(image_path), "-q", "anything")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: locate failed: RuntimeError: the weights are corrupt "
+        "(sceneloc --verbose shows the traceback)"
+    ]
+    assert result.stdout == ""
+
+
+def test_verbose_shows_the_traceback_of_an_internal_error(image_path, monkeypatch):
+    import sceneloc
+
+    monkeypatch.setattr(sceneloc, "load", broken_load)
+    result = runner.invoke(app, ["--verbose", "locate", str(image_path), "-q", "anything"])
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "in broken_load" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: locate failed: RuntimeError")
+
+
+def test_verbose_keeps_a_user_error_to_one_line(image_path):
+    result = runner.invoke(app, ["--verbose", "locate", str(image_path), "-q", " "])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == "error: query 1 is empty or blank"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -175,3 +177,19 @@ def test_verbose_keeps_a_user_error_to_one_line(image_path):
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert result.stderr.strip().splitlines()[-1] == "error: query 1 is empty or blank"
+
+
+def test_python_m_sceneloc_reports_an_internal_error_the_same_way(image_path):
+    """``python -m sceneloc`` (and ``accelerate launch -m sceneloc``) runs the same app."""
+    program = (
+        "import runpy, sys, sceneloc\n"
+        "def broken_load(*args, **kwargs): raise RuntimeError('boom')\n"
+        "sceneloc.load = broken_load\n"
+        f"sys.argv = ['sceneloc', 'locate', {str(image_path)!r}, '-q', 'x']\n"
+        "runpy.run_module('sceneloc', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: locate failed: RuntimeError: boom (sceneloc --verbose shows the traceback)"
+    ]

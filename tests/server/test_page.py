@@ -1,8 +1,8 @@
 """The web page at ``/``, driven in headless Chromium against the real server and model.
 
 Needs Playwright's Python package (the ``dev`` extra) and a Chromium executable: Debian's
-``chromium`` package (``apt-get install chromium``). Playwright's own browser download is
-not used, so the test runs offline.
+``chromium`` package, which the README's set-up (and so CI) installs where it is missing.
+Playwright's own browser download is not used, so the test runs offline.
 """
 
 from __future__ import annotations

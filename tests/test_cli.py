@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -140,3 +142,54 @@ def test_models_lists_every_backend_with_its_checkpoint():
     for name in ("grounding-dino-base", "IDEA-Research/grounding-dino-tiny", "owlv2-base",
                  "florence-2-large", "clip-rerank"):  # fmt: skip
         assert name in result.stdout
+
+
+def broken_load(*args, **kwargs):
+    raise RuntimeError("the weights are\ncorrupt")
+
+
+def test_internal_error_is_one_line_and_exit_1(image_path, monkeypatch):
+    import sceneloc
+
+    monkeypatch.setattr(sceneloc, "load", broken_load)
+    result = locate(str(image_path), "-q", "anything")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: locate failed: RuntimeError: the weights are corrupt "
+        "(sceneloc --verbose shows the traceback)"
+    ]
+    assert result.stdout == ""
+
+
+def test_verbose_shows_the_traceback_of_an_internal_error(image_path, monkeypatch):
+    import sceneloc
+
+    monkeypatch.setattr(sceneloc, "load", broken_load)
+    result = runner.invoke(app, ["--verbose", "locate", str(image_path), "-q", "anything"])
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "in broken_load" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: locate failed: RuntimeError")
+
+
+def test_verbose_keeps_a_user_error_to_one_line(image_path):
+    result = runner.invoke(app, ["--verbose", "locate", str(image_path), "-q", " "])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == "error: query 1 is empty or blank"
+
+
+def test_python_m_sceneloc_reports_an_internal_error_the_same_way(image_path):
+    """``python -m sceneloc`` (and ``accelerate launch -m sceneloc``) runs the same app."""
+    program = (
+        "import runpy, sys, sceneloc\n"
+        "def broken_load(*args, **kwargs): raise RuntimeError('boom')\n"
+        "sceneloc.load = broken_load\n"
+        f"sys.argv = ['sceneloc', 'locate', {str(image_path)!r}, '-q', 'x']\n"
+        "runpy.run_module('sceneloc', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: locate failed: RuntimeError: boom (sceneloc --verbose shows the traceback)"
+    ]

@@ -7,8 +7,10 @@ import json
 from PIL import Image
 from typer.testing import CliRunner
 
+from sceneloc.boxes import iou
 from sceneloc.cli import app
 from sceneloc.demo import demo_scene
+from sceneloc.types import slug
 
 runner = CliRunner()
 
@@ -25,7 +27,7 @@ def test_demo_scene_asks_every_kind_and_one_absent_thing():
     assert demo_scene().queries == scene.queries  # the same scene every time
 
 
-def test_demo_writes_the_scene_annotations_crops_and_json(tmp_path):
+def test_demo_answers_the_scene_truth_and_writes_what_it_found(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "scene.json").read_text())
@@ -33,9 +35,26 @@ def test_demo_writes_the_scene_annotations_crops_and_json(tmp_path):
     assert [r["query"] for r in payload["results"]] == scene.queries
     assert payload["model"] == "native-synth"
     assert (payload["image"]["width"], payload["image"]["height"]) == scene.image.size
+
+    # Each thing in the scene is found where it is; the absent one is answered "not found".
+    assert scene.queries[-1] == "the red square" and scene.truths[-1] is None
+    for answer, truth in zip(payload["results"], scene.truths):
+        if truth is None:
+            assert answer["box"] is None, f"{answer['query']!r} is not in the scene"
+        else:
+            assert answer["box"] is not None, f"{answer['query']!r} was not found"
+            assert iou(answer["box"], truth) >= 0.5, answer["query"]
+
+    with Image.open(tmp_path / "scene.png") as drawn:
+        assert drawn.size == scene.image.size
     with Image.open(tmp_path / "scene.annotated.png") as annotated:
         assert annotated.size == scene.image.size
-    crops = sorted(tmp_path.glob("scene.crop*.png"))
-    assert len(crops) == sum(r["box"] is not None for r in payload["results"])
+    present = [(i, r) for i, r in enumerate(payload["results"], 1) if scene.truths[i - 1]]
+    crops = sorted(p.name for p in tmp_path.glob("scene.crop*.png"))
+    assert crops == [f"scene.crop{i:02d}.{slug(r['query'])}.png" for i, r in present]
+    for (index, answer), name in zip(present, crops):  # each crop is its query's box
+        x1, y1, x2, y2 = answer["box"]
+        with Image.open(tmp_path / name) as crop:
+            assert abs(crop.width - (x2 - x1)) <= 1 and abs(crop.height - (y2 - y1)) <= 1, index
     for query in scene.queries:  # the table may wrap a query over lines
         assert all(word in result.output for word in query.split())

@@ -140,9 +140,6 @@ def test_model_run_and_rescoring_saved_predictions(dataset, grounding_dino_dir, 
                        "--save-predictions", saved)  # fmt: skip
     assert set(metrics) == JSON_KEYS | RECALL_KEYS  # the data has multi-box targets
     assert metrics["n"] == 4
-    for key in ("acc@0.5", "acc@0.75", "miou", *RECALL_KEYS):
-        assert 0.0 <= metrics[key] <= 1.0
-    assert metrics["recall@1"] <= metrics["recall@5"] <= metrics["recall@10"]
     assert metrics["seconds_per_sample"] > 0
     records = [json.loads(line) for line in saved.read_text().splitlines()]
     assert [r["id"] for r in records] == ["s1", "s2", "s3", "s4"]

@@ -1,8 +1,8 @@
 """The web page at ``/``, driven in headless Chromium against the real server and model.
 
 Needs Playwright's Python package (the ``dev`` extra) and a Chromium executable: Debian's
-``chromium`` package (``apt-get install chromium``). Playwright's own browser download is
-not used, so the test runs offline.
+``chromium`` package, which the README's set-up (and so CI) installs where it is missing.
+Playwright's own browser download is not used, so the test runs offline.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def test_boxes_scores_threshold_and_download(page):
         assert all(c["score"] >= threshold for c in mine["candidates"])
 
     # The slider re-filters without asking the model again: one step above the weakest
-    # found score hides that box; at its maximum (reached by keyboard) it hides them all.
+    # found score hides that box; at its maximum (reached by keyboard) only answers
+    # scored 1 (a saturated sigmoid) stay.
     scores = [r["candidates"][0]["score"] for r in answer["results"]]
     raised = round(math.floor(min(scores[i] for i in found) * 100) / 100 + 0.01, 2)
     slider.fill(str(raised))
@@ -161,10 +162,11 @@ def test_boxes_scores_threshold_and_download(page):
     assert boxes.count() < len(found)
     slider.press("End")
     assert slider.input_value() == "1"
-    assert max(scores) < 1, "the queries were chosen for scores below the slider's maximum"
-    assert boxes.count() == 0
-    assert items.filter(has_text="not found").count() == len(queries)
-    assert all(r["box"] is None for r in download_json(page)["results"])
+    certain = [score >= 1 for score in scores]
+    assert boxes.count() == sum(certain) < len(found)
+    assert items.filter(has_text="not found").count() == len(queries) - sum(certain)
+    saved = download_json(page)["results"]
+    assert [r["box"] is not None for r in saved] == certain
     assert len(locate_requests) == 1
 
     # On a phone-sized screen the page fits the width, the picture and its boxes scale down.

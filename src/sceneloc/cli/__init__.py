@@ -1,6 +1,7 @@
 """The ``sceneloc`` command: a thin typer layer over the Python API.
 
-Each module here holds the commands of one feature; this one assembles them.
+Each module here holds the commands of one feature; this one assembles them. Errors are
+reported once, for all of them, by :class:`~sceneloc.cli.common.ErrorReportingGroup`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from typing import Annotated
 import typer
 
 from sceneloc.cli import batch, data, demo, evaluate, locate, serve, train
-from sceneloc.cli.common import configure_logging
+from sceneloc.cli.common import ErrorReportingGroup, configure_logging
 
 app = typer.Typer(
+    cls=ErrorReportingGroup,
     help="Find the region of an image that a natural-language description refers to.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -22,7 +24,12 @@ app = typer.Typer(
 @app.callback()
 def main(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log progress to stderr; show the traceback of an internal error.",
+        ),
     ] = False,
 ) -> None:
     configure_logging(verbose)

@@ -1,17 +1,23 @@
-"""What every command shares: the console, logging set-up and the one-line error exit."""
+"""What every command shares: the console, logging set-up and the one-line error exits."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import traceback
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
+
+from sceneloc.errors import SceneLocError
 
 console = Console()
 err_console = Console(stderr=True)
 
+#: Exit status for a failure that is not the user's doing (a bug, a broken install).
+EXIT_INTERNAL = 1
 #: Exit status for bad input (missing files, malformed data, unknown models).
 EXIT_USAGE = 2
 
@@ -37,3 +43,33 @@ def fail(message: str) -> typer.Exit:
     """Print a one-line error and return the exit to raise (status 2: bad input)."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
+
+
+class ErrorReportingGroup(TyperGroup):
+    """The root command group: every command's errors end as one line on stderr.
+
+    A :class:`~sceneloc.errors.SceneLocError` is the user's to fix: its message, exit 2.
+    Anything else is a failure of sceneloc itself: its type and message, exit 1, and the
+    traceback only under ``--verbose`` (a user cannot act on one, a bug report needs it).
+    Handled here once, so no command needs its own ``try``.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # typer's own: exits (fail() too), Ctrl+C, usage errors
+        except SceneLocError as exc:
+            raise fail(str(exc)) from None
+        except Exception as exc:
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            command = ctx.invoked_subcommand or "sceneloc"
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split()).removesuffix(":")
+            err_console.print(
+                f"[bold red]error:[/] {escape(command)} failed: {escape(detail)} "
+                "(sceneloc --verbose shows the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None

@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 
 from sceneloc.cli.common import Device, Dtype, console, err_console, fail
-from sceneloc.errors import SceneLocError
 
 
 def evaluate(
@@ -73,27 +72,24 @@ def evaluate(
         "image_sizes": report is not None,
         "save_predictions": save_predictions,
     }
-    try:
-        if baseline is not None:
-            evaluation.baselines.check_baseline(baseline)
-        total = evaluation.scan(data, limit, check_images=model is not None)
-        if model is not None:
-            import sceneloc
+    if baseline is not None:
+        evaluation.baselines.check_baseline(baseline)
+    total = evaluation.scan(data, limit, check_images=model is not None)
+    if model is not None:
+        import sceneloc
 
-            grounder = sceneloc.load(model, device=device, dtype=dtype)
-        with progress_bar(total) as advance:
-            options["progress"] = advance
-            if model is not None:
-                result = evaluation.evaluate_model(data, grounder, threshold=threshold, **options)
-            elif predictions is not None:
-                result = evaluation.evaluate_predictions(data, predictions, **options)
-            else:
-                assert baseline is not None
-                result = evaluation.evaluate_baseline(data, baseline, scenes, seed, **options)
-        if report is not None:
-            evaluation.write_report(result, report)
-    except SceneLocError as exc:
-        raise fail(str(exc)) from None
+        grounder = sceneloc.load(model, device=device, dtype=dtype)
+    with progress_bar(total) as advance:
+        options["progress"] = advance
+        if model is not None:
+            result = evaluation.evaluate_model(data, grounder, threshold=threshold, **options)
+        elif predictions is not None:
+            result = evaluation.evaluate_predictions(data, predictions, **options)
+        else:
+            assert baseline is not None
+            result = evaluation.evaluate_baseline(data, baseline, scenes, seed, **options)
+    if report is not None:
+        evaluation.write_report(result, report)
     metrics = result.to_dict()
     if as_json:
         typer.echo(json.dumps(metrics))

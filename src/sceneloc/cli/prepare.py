@@ -15,7 +15,6 @@ import typer
 from sceneloc.cli.common import console, fail
 from sceneloc.data.convert import ConversionStats
 from sceneloc.data.format import Sample, write_samples
-from sceneloc.errors import SceneLocError
 
 app = typer.Typer(
     help="Convert a grounding dataset to sceneloc's JSON Lines sample format.",
@@ -37,8 +36,6 @@ SplitName = Annotated[
 def _write(out: Path, samples: Iterable[Sample], stats: ConversionStats) -> None:
     try:
         write_samples(out, samples)
-    except SceneLocError as exc:
-        raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
     skipped = stats.skipped_summary()

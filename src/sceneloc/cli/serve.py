@@ -8,7 +8,6 @@ import typer
 
 from sceneloc.cli.common import Device, Dtype, console, fail
 from sceneloc.cli.locate import DEFAULT_MODEL
-from sceneloc.errors import SceneLocError
 
 
 def serve(
@@ -22,7 +21,7 @@ def serve(
         typer.Option(
             min=1,
             help="Inference threads, all sharing the one loaded model (threads, not "
-            "processes: the model is in memory once). Measured on 2 CPUs, one is fastest.",
+            "processes: the model is in memory once). More pay off only with CPUs to spare.",
         ),
     ] = 1,
     max_upload_mb: Annotated[
@@ -56,12 +55,9 @@ def serve(
 
     if queue_limit < workers:
         raise fail(f"--queue-limit ({queue_limit}) must be at least --workers ({workers})")
-    try:
-        grounder = sceneloc.load(model, device=device, dtype=dtype)
-    except SceneLocError as exc:
-        raise fail(str(exc)) from None
-    # Torch threads spinning on every CPU while the event loop and decoding need one too
-    # made the load test's p95 latency about ten times worse on 2 CPUs.
+    grounder = sceneloc.load(model, device=device, dtype=dtype)
+    # Torch threads spinning on every CPU starve the event loop and the image decoding,
+    # which then stretch every request's latency (the README's load test measures it).
     torch.set_num_threads(threads or max(1, (torch.get_num_threads() - 1) // workers))
     app = create_app(
         grounder,

@@ -1,8 +1,8 @@
 """Admission control and the upload limit, applied before a request body is read.
 
 Both run as ASGI middleware rather than in the endpoint because FastAPI parses a multipart
-body completely before the endpoint runs: refusing there would mean accepting 20 MB from
-every client of an already saturated server.
+body completely before the endpoint runs: refusing there would mean accepting a whole upload
+from every client of an already saturated server.
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ def test_boxes_are_in_exif_oriented_pixels(grounder, scene):
     (result,) = grounder.locate(exif_rotated_jpeg(scene), "red", threshold=0.0, top_k=20)
     width, height = scene.height, scene.width  # rotated by 90 degrees
     assert result.image.size == (width, height)
+    assert len(result.candidates) > 0
     for candidate in result.candidates:
         x1, y1, x2, y2 = candidate.box
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height

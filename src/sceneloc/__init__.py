@@ -15,6 +15,7 @@ from sceneloc.errors import (
     InvalidQueryError,
     ModelNotFoundError,
     SceneLocError,
+    TaskNotSupportedError,
     UnsupportedModelError,
 )
 from sceneloc.images import load_image
@@ -33,6 +34,7 @@ __all__ = [
     "LocateResult",
     "ModelNotFoundError",
     "SceneLocError",
+    "TaskNotSupportedError",
     "UnsupportedModelError",
     "__version__",
     "draw_results",

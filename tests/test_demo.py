@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from sceneloc.boxes import iou
 from sceneloc.cli import app
 from sceneloc.demo import demo_scene
-from sceneloc.types import slug
+from sceneloc.results import slug
 
 runner = CliRunner()
 

@@ -18,6 +18,7 @@ from sceneloc.errors import (
     InvalidQueryError,
     ModelNotFoundError,
     SceneLocError,
+    TaskNotSupportedError,
     UnsupportedModelError,
 )
 from sceneloc.images import load_image
@@ -38,6 +39,7 @@ __all__ = [
     "LocateResult",
     "ModelNotFoundError",
     "SceneLocError",
+    "TaskNotSupportedError",
     "UnsupportedModelError",
     "__version__",
     "list_backends",

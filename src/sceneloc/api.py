@@ -13,7 +13,7 @@ from sceneloc.backends.base import Backend
 from sceneloc.candidates import Candidates
 from sceneloc.errors import InvalidQueryError, SceneLocError
 from sceneloc.images import ImageInput, load_image
-from sceneloc.registry import resolve
+from sceneloc.registry import Task, resolve
 from sceneloc.results import LocateAnswer, LocateResult
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Grounder:
         return self.backend.dtype
 
     def __repr__(self) -> str:
-        backend = self.backend.backend_name
+        backend = self.backend.family.name
         return f"Grounder({self.name!r}, {backend=}, device={self.device}, dtype={self.dtype})"
 
     def locate(
@@ -136,19 +136,23 @@ def rank(candidates: Candidates, size: tuple[int, int], threshold: float, top_k:
 
 def load(
     name_or_path: str,
+    task: Task | str = Task.LOCATE,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     **options,
 ) -> Grounder:
-    """Load a grounding model by short name (``sceneloc models``), hub id or local directory.
+    """Load a model for ``task`` by short name (``sceneloc models``), hub id or local directory.
 
     Extra keyword ``options`` go to the backend (for example ``detector=`` for ``clip-rerank``).
     """
-    backend_info, checkpoint = resolve(name_or_path)
+    model = resolve(name_or_path, task)
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device, backend_info.cls.half_precision)
+    torch_dtype = resolve_dtype(dtype, torch_device, model.settings.half_precision)
     logger.info(
-        "loading %s (%s) on %s as %s", name_or_path, backend_info.name, torch_device, torch_dtype
+        "loading %s (%s) on %s as %s", name_or_path, model.family.name, torch_device, torch_dtype
     )
-    backend = backend_info.cls(checkpoint, torch_device, torch_dtype, **options)
+    backend = model.family.cls.from_pretrained(
+        model.checkpoint, torch_device, torch_dtype, **options
+    )
+    backend.default_threshold = model.settings.default_threshold
     return Grounder(backend, name_or_path)

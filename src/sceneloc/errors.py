@@ -31,5 +31,10 @@ class UnsupportedModelError(SceneLocError):
     """The checkpoint exists but no sceneloc backend handles its architecture."""
 
 
+class TaskNotSupportedError(UnsupportedModelError):
+    """The model exists and sceneloc runs it, but not for the task asked (say, a detector
+    asked to describe a region)."""
+
+
 class DataFormatError(SceneLocError):
     """A dataset or predictions file is malformed; the message names the file and record."""

@@ -1,8 +1,11 @@
-"""Which backend serves which model: short names, hub ids, local directories.
+"""Which backend serves which model for which task: short names, hub ids, local directories.
 
-Backends register themselves with :func:`register_backend`; :func:`resolve` turns what a
-user typed into a backend class and a checkpoint to load, the way transformers' Auto
-classes read ``model_type`` from ``config.json``.
+A backend family registers itself with :func:`register_backend`, declaring the tasks it
+serves, the ``model_type`` values of the checkpoints it reads, what it can do and its
+ready-made models. :func:`resolve` turns what a user typed, and the task asked for, into
+the family and the checkpoint to load, the way transformers' Auto classes read
+``model_type`` from ``config.json``. ``sceneloc models`` and ``GET /v1/models`` both print
+from here.
 """
 
 from __future__ import annotations
@@ -10,12 +13,18 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from sceneloc.errors import ModelNotFoundError, UnsupportedModelError
+from sceneloc.errors import (
+    ModelNotFoundError,
+    SceneLocError,
+    TaskNotSupportedError,
+    UnsupportedModelError,
+)
 
 if TYPE_CHECKING:
     from sceneloc.backends.base import Backend
@@ -23,28 +32,102 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class Task(StrEnum):
+    """What a model is asked to do."""
+
+    #: Sentence in, the region of the image it describes out.
+    LOCATE = "locate"
+
+
+class Capability(StrEnum):
+    """What a backend family can do, beyond answering its tasks; the value is what users read."""
+
+    #: The image's features are computed once per call and shared by all its queries.
+    IMAGE_ENCODED_ONCE = "image encoded once per call"
+    #: Several queries go through the model together, each answered as if asked alone.
+    QUERIES_BATCHED = "queries batched"
+    #: Several scored candidate boxes per query, so the right one can be found second.
+    RANKED_CANDIDATES = "ranked candidates"
+    #: One box per query, scored by a calibrated probability that the referent is there.
+    PRESENCE_SCORE = "calibrated presence score"
+    #: A candidate's label is the words of the query it matched, not the whole query.
+    PHRASE_LABELS = "phrase labels"
+    #: A box's score does not depend on the image's other boxes, so tiles' answers can merge.
+    SAFE_TO_TILE = "safe to tile"
+    #: ``sceneloc train`` trains this family's models.
+    TRAINABLE = "trainable"
+
+
 @dataclass(frozen=True)
-class ModelInfo:
-    """A ready-made model users can ask for by short name."""
+class ModelSettings:
+    """How a model is run when the user says nothing."""
+
+    #: Score a candidate needs to be reported when the user gives no threshold.
+    default_threshold: float
+    #: Whether the model gives sound results in bfloat16/float16 on a GPU.
+    half_precision: bool = True
+
+
+@dataclass(frozen=True)
+class Model:
+    """A ready-made model users can ask for by short name.
+
+    ``settings`` left out means the family's.
+    """
 
     name: str
     checkpoint: str
-    backend: str
     description: str
+    settings: ModelSettings | None = None
 
 
 @dataclass(frozen=True)
-class BackendInfo:
-    """A backend family: its class, the ``model_type`` values it handles, what it can do."""
+class BackendFamily:
+    """One backend class: the tasks it serves, the ``model_type`` values it reads, what it
+    can do, and the settings its models run with unless a model sets its own."""
 
     name: str
     cls: type[Backend]
+    tasks: frozenset[Task]
     model_types: tuple[str, ...]
-    capabilities: tuple[str, ...]
+    capabilities: frozenset[Capability]
+    settings: ModelSettings
+
+    def capability_names(self) -> list[str]:
+        """The capabilities as users read them, in declaration order of :class:`Capability`."""
+        return [c.value for c in Capability if c in self.capabilities]
+
+    def task_names(self) -> list[str]:
+        return [t.value for t in Task if t in self.tasks]
 
 
-_BACKENDS: dict[str, BackendInfo] = {}
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered short name: its checkpoint, its family and the settings it runs with."""
+
+    name: str
+    checkpoint: str
+    family: BackendFamily
+    description: str
+    settings: ModelSettings
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What :func:`resolve` found: the family to build, the checkpoint and its settings."""
+
+    family: BackendFamily
+    checkpoint: str
+    settings: ModelSettings
+
+
+#: The model each task uses when the user names none (see the README for why this one).
+DEFAULT_MODELS: dict[Task, str] = {Task.LOCATE: "grounding-dino-base"}
+
+_FAMILIES: dict[str, BackendFamily] = {}
 _MODELS: dict[str, ModelInfo] = {}
+#: ``(task, model_type)`` -> the family name that reads such checkpoints for that task.
+_DISPATCH: dict[tuple[Task, str], str] = {}
 
 B = TypeVar("B", bound="type[Backend]")
 
@@ -52,20 +135,35 @@ B = TypeVar("B", bound="type[Backend]")
 def register_backend(
     name: str,
     *,
+    tasks: Iterable[Task],
     model_types: tuple[str, ...],
-    capabilities: tuple[str, ...] = (),
-    models: dict[str, tuple[str, str]] | None = None,
+    settings: ModelSettings,
+    capabilities: Iterable[Capability] = (),
+    models: Iterable[Model] = (),
 ) -> Callable[[B], B]:
-    """Class decorator adding a backend, and its short model names, to the registry.
+    """Class decorator adding a backend family, and its short model names, to the registry.
 
-    ``models`` maps a short name to ``(checkpoint, description)``.
+    A family serving several tasks is one entry. Two families claiming the same
+    ``(task, model_type)``, or the same short name, is a programming error.
     """
 
     def decorator(cls: B) -> B:
-        _BACKENDS[name] = BackendInfo(name, cls, model_types, capabilities)
-        for short, (checkpoint, description) in (models or {}).items():
-            _MODELS[short] = ModelInfo(short, checkpoint, name, description)
-        cls.backend_name = name
+        family = BackendFamily(
+            name, cls, frozenset(tasks), model_types, frozenset(capabilities), settings
+        )
+        keys = [(task, model_type) for task in family.tasks for model_type in model_types]
+        taken = [key for key in keys if key in _DISPATCH] + [
+            m.name for m in models if m.name in _MODELS
+        ]
+        if name in _FAMILIES or taken:
+            raise ValueError(f"backend {name!r} registers what is already registered: {taken}")
+        _FAMILIES[name] = family
+        _DISPATCH.update(dict.fromkeys(keys, name))
+        for model in models:
+            _MODELS[model.name] = ModelInfo(
+                model.name, model.checkpoint, family, model.description, model.settings or settings
+            )
+        cls.family = family
         return cls
 
     return decorator
@@ -79,23 +177,39 @@ def _ensure_loaded() -> None:
         importlib.import_module(f"sceneloc.backends.{module}")
 
 
-def list_backends() -> list[BackendInfo]:
+def list_backends() -> list[BackendFamily]:
     _ensure_loaded()
-    return list(_BACKENDS.values())
+    return list(_FAMILIES.values())
 
 
-def list_models() -> list[ModelInfo]:
+def list_models(task: Task | str | None = None) -> list[ModelInfo]:
+    """The short names, all of them or those serving ``task``."""
     _ensure_loaded()
-    return list(_MODELS.values())
+    wanted = None if task is None else as_task(task)
+    return [m for m in _MODELS.values() if wanted is None or wanted in m.family.tasks]
 
 
-def get_backend(name: str) -> BackendInfo:
+def get_backend(name: str) -> BackendFamily:
     _ensure_loaded()
     try:
-        return _BACKENDS[name]
+        return _FAMILIES[name]
     except KeyError:
         raise UnsupportedModelError(
-            f"unknown backend {name!r}; known: {', '.join(sorted(_BACKENDS))}"
+            f"unknown backend {name!r}; known: {', '.join(sorted(_FAMILIES))}"
+        ) from None
+
+
+def default_model(task: Task | str = Task.LOCATE) -> str:
+    """The short name of the model ``task`` uses when the user names none."""
+    return DEFAULT_MODELS[as_task(task)]
+
+
+def as_task(task: Task | str) -> Task:
+    try:
+        return Task(task)
+    except ValueError:
+        raise SceneLocError(
+            f"unknown task {task!r} (known: {', '.join(t.value for t in Task)})"
         ) from None
 
 
@@ -115,20 +229,39 @@ def read_config(checkpoint: str) -> dict:
     return config
 
 
-def resolve(name_or_path: str) -> tuple[BackendInfo, str]:
-    """Map a short name, hub id or local directory to ``(backend, checkpoint)``."""
+def resolve(name_or_path: str, task: Task | str = Task.LOCATE) -> ResolvedModel:
+    """Map a short name, hub id or local directory, and a task, to what to load.
+
+    Raises :class:`TaskNotSupportedError` when the model exists but does not serve ``task``.
+    """
     _ensure_loaded()
+    task = as_task(task)
     model = _MODELS.get(name_or_path)
     if model is not None:
-        return _BACKENDS[model.backend], model.checkpoint
+        _check_serves(model.family, task, f"{name_or_path!r}")
+        return ResolvedModel(model.family, model.checkpoint, model.settings)
     _reject_unlikely_names(name_or_path)
     model_type = read_config(name_or_path).get("model_type")
-    for backend in _BACKENDS.values():
-        if model_type in backend.model_types:
-            return backend, name_or_path
+    owner = _DISPATCH.get((task, model_type))
+    if owner is not None:
+        family = _FAMILIES[owner]
+        return ResolvedModel(family, name_or_path, family.settings)
+    for family in _FAMILIES.values():
+        if model_type in family.model_types:
+            _check_serves(family, task, f"{name_or_path!r} (a {model_type} checkpoint)")
     raise UnsupportedModelError(
         f"{name_or_path!r} is a {model_type or 'model without model_type'!s} checkpoint, which no "
         f"sceneloc backend handles (supported: {', '.join(_supported_types())})"
+    )
+
+
+def _check_serves(family: BackendFamily, task: Task, what: str) -> None:
+    if task in family.tasks:
+        return
+    able = [m.name for m in _MODELS.values() if task in m.family.tasks]
+    raise TaskNotSupportedError(
+        f"{what} is a {family.name} model, which does {', '.join(family.task_names())} but not "
+        f"{task.value}; models that {task.value}: {', '.join(able) or 'none'}"
     )
 
 
@@ -152,4 +285,4 @@ def _reject_unlikely_names(name: str) -> None:
 
 
 def _supported_types() -> list[str]:
-    return sorted({t for b in _BACKENDS.values() for t in b.model_types})
+    return sorted({t for b in _FAMILIES.values() for t in b.model_types})

@@ -126,7 +126,7 @@ def test_generation_stops_at_max_new_tokens(florence2_dir, scene):
 
 
 def test_runs_in_bfloat16(florence2_dir, scene):
-    backend = Florence2Backend(str(florence2_dir), CPU, torch.bfloat16)
+    backend = Florence2Backend.from_pretrained(str(florence2_dir), CPU, torch.bfloat16)
     with torch.inference_mode():
         found = backend.predict(scene, QUERIES, threshold=0.0)
     assert all(found)
@@ -191,4 +191,4 @@ def test_tags_spelt_with_ordinary_tokens_score_zero(grounder, scene, caplog):
 
 def test_missing_checkpoint_raises_model_not_found(tmp_path):
     with pytest.raises(sceneloc.ModelNotFoundError):
-        Florence2Backend(str(tmp_path / "no-such-model"), CPU, torch.float32)
+        Florence2Backend.from_pretrained(str(tmp_path / "no-such-model"), CPU, torch.float32)

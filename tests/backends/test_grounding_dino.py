@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
+from PIL import ImageOps
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
 import sceneloc
@@ -72,7 +76,7 @@ def test_image_backbone_runs_once_per_call(grounding_dino_dir, scene, query_batc
     )
     backbone_calls, model_calls = [], []
     hooks = [
-        grounder.backend.backbone.backbone.register_forward_hook(
+        grounder.backend.model.model.backbone.conv_encoder.register_forward_hook(
             lambda *a: backbone_calls.append(1)
         ),
         grounder.backend.model.register_forward_hook(lambda *a: model_calls.append(1)),
@@ -92,3 +96,37 @@ def test_labels_are_words_of_the_query(grounding_dino_dir, scene):
     for candidate in result.candidates:
         assert "[" not in candidate.label
         assert set(candidate.label.split()) <= {"the", "red", "square"}
+
+
+def test_threads_sharing_the_model_each_keep_their_own_image(grounding_dino_dir, scene):
+    """Server workers share one model: a call's cached image features are its own."""
+    backend = sceneloc.load(str(grounding_dino_dir), device="cpu").backend
+    module = backend.model.model.backbone
+    pixels = {
+        name: backend.processor.image_processor(images=image, return_tensors="pt")
+        for name, image in (("scene", scene), ("flipped", ImageOps.mirror(scene)))
+    }
+
+    def features(name: str) -> torch.Tensor:
+        (first, _), *_ = module(pixels[name]["pixel_values"], pixels[name]["pixel_mask"])[0]
+        return first
+
+    with torch.no_grad():
+        expected = {name: features(name) for name in pixels}  # not sharing: computed each time
+        other_has_cached, main_has_asked = threading.Event(), threading.Event()
+
+        def other_call() -> torch.Tensor:
+            with torch.no_grad(), backend.backbone.shared():
+                features("flipped")
+                other_has_cached.set()
+                main_has_asked.wait(timeout=60)
+                return features("scene")  # its cache holds the flipped image, not the scene
+
+        with ThreadPoolExecutor(1) as pool, backend.backbone.shared():
+            other = pool.submit(other_call)
+            other_has_cached.wait(timeout=60)
+            assert torch.equal(features("scene"), expected["scene"])
+            main_has_asked.set()
+            assert torch.equal(other.result(), expected["flipped"])
+        assert "forward" not in vars(module)  # the module is as transformers built it
+        assert torch.equal(features("flipped"), expected["flipped"])

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 import sceneloc
+from sceneloc.backends.native import NativeBackend
 from sceneloc.cli import app
 from sceneloc.native import NativeConfig, NativeGroundingModel
 from sceneloc.native.text import vocabulary_from_texts, word_tokenizer
@@ -71,7 +73,7 @@ def expected_box(box: list[float], width: int, height: int) -> list[float]:
 
 
 def test_loads_as_the_native_backend(grounder):
-    assert grounder.backend.backend_name == "native"
+    assert grounder.backend.family.name == "native"
     assert grounder.device == torch.device("cpu")
     assert grounder.dtype == torch.float32
 
@@ -155,7 +157,7 @@ def test_image_encoded_once_per_call(grounder, scene):
 
 def test_bundled_model_is_listed():
     models = {info.name: info for info in sceneloc.list_models()}
-    assert models["native-synth"].backend == "native"
+    assert models["native-synth"].family.name == "native"
     result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "240"})
     assert result.exit_code == 0, result.output
     assert "native-synth" in result.stdout
@@ -175,3 +177,15 @@ def test_directory_of_an_unknown_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "not-a-grounder"}))
     with pytest.raises(sceneloc.UnsupportedModelError, match="not-a-grounder"):
         sceneloc.load(str(tmp_path), device="cpu")
+
+
+def test_model_in_memory_is_served_where_it_is(native_dir, grounder, scene):
+    """Training validates the model it trains: wrapped as it is, answers as if loaded."""
+    model = NativeGroundingModel.from_pretrained(native_dir).to(torch.float64)
+    backend = NativeBackend(model, AutoTokenizer.from_pretrained(native_dir))
+    assert (backend.device.type, backend.dtype, backend.checkpoint) == ("cpu", torch.float64, None)
+    assert backend.default_threshold == 0.5
+    in_memory = sceneloc.Grounder(backend, "in memory").locate(scene, QUERIES, threshold=0.0)
+    for got, want in zip(in_memory, grounder.locate(scene, QUERIES, threshold=0.0)):
+        assert got.box == pytest.approx(want.box, abs=1e-4)
+        assert got.score == pytest.approx(want.score, abs=1e-5)

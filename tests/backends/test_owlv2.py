@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -112,3 +113,25 @@ def test_missing_checkpoint(tmp_path, owlv2_dir):
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "owlv2"
     with pytest.raises(sceneloc.ModelNotFoundError, match="cannot load"):
         sceneloc.load(str(tmp_path), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def converted_dir(owlv2_dir, tmp_path_factory):
+    """The tiny checkpoint as a local conversion may leave it: no ``model_max_length``."""
+    copy = shutil.copytree(owlv2_dir, tmp_path_factory.mktemp("owlv2-converted") / "model")
+    config_path = copy / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    del config["model_max_length"]
+    config_path.write_text(json.dumps(config))
+    assert Owlv2Processor.from_pretrained(copy).tokenizer.model_max_length > 10**6
+    return copy
+
+
+def test_tokenizer_without_max_length_answers_queries_of_different_lengths(converted_dir, scene):
+    queries = ["the red square", "blue"]  # both within the text tower's 16 tokens
+    grounder = sceneloc.load(str(converted_dir), device="cpu")
+    results = grounder.locate(scene, queries, threshold=THRESHOLD, top_k=TOP_K)
+    for result in results:
+        expected = reference(converted_dir, scene, result.query, THRESHOLD, TOP_K)
+        assert expected, "the tiny model should give candidates above the threshold"
+        assert_same(result.candidates, expected)

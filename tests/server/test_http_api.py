@@ -233,10 +233,15 @@ def test_models_and_healthz(client):
         {
             "name": "native-synth",
             "backend": "native",
+            "tasks": ["locate"],
             "device": "cpu",
             "dtype": "float32",
             "default_threshold": 0.5,
-            "capabilities": list(sceneloc.registry.get_backend("native").capabilities),
+            "capabilities": [
+                "image encoded once per call",
+                "calibrated presence score",
+                "trainable",
+            ],
         }
     ]
     assert payload["limits"] == {

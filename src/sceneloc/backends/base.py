@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import torch
 from PIL import Image
+from torch import nn
 
 from sceneloc.candidates import Candidates
 from sceneloc.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from sceneloc.registry import BackendFamily
 
 logger = logging.getLogger(__name__)
 
@@ -21,20 +25,31 @@ T = TypeVar("T")
 class Backend(ABC):
     """A grounding model behind a uniform ``predict``.
 
-    Backends only run their model; the caller (:class:`sceneloc.api.Grounder`) loads the
-    image, validates queries, clips boxes to the image, applies ``top_k`` and ranks.
+    Built two ways: :meth:`from_pretrained` loads a checkpoint; ``__init__`` wraps models
+    already in memory (training validates the very object it trains), running them where
+    they are. Backends only run their model; the caller (:class:`sceneloc.api.Grounder`)
+    loads the image, validates queries, clips boxes to the image, applies ``top_k`` and ranks.
     """
 
-    backend_name: ClassVar[str]
-    #: Score a candidate needs to be reported when the user gives no threshold.
-    default_threshold: ClassVar[float] = 0.3
-    #: Whether the model gives sound results in bfloat16/float16 on a GPU.
-    half_precision: ClassVar[bool] = True
+    #: The registry entry of this backend's family, set by ``register_backend``.
+    family: ClassVar[BackendFamily]
 
-    def __init__(self, checkpoint: str, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, checkpoint: str | None) -> None:
+        """``model`` is the one whose device and dtype inputs are moved to; subclasses put
+        their models in inference mode. ``checkpoint`` is where they came from, if known."""
+        parameter = next(model.parameters())
+        self.device = parameter.device
+        self.dtype = parameter.dtype
         self.checkpoint = checkpoint
-        self.device = device
-        self.dtype = dtype
+        #: Score a candidate needs to be reported when the user gives no threshold.
+        self.default_threshold = self.family.settings.default_threshold
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(
+        cls, checkpoint: str, device: torch.device, dtype: torch.dtype, **options: Any
+    ) -> Self:
+        """Load ``checkpoint`` onto ``device`` in ``dtype``; ``options`` are the family's own."""
 
     @abstractmethod
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:

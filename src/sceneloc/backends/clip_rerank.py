@@ -35,13 +35,23 @@ from transformers import (
     AutoModel,
     AutoModelForObjectDetection,
     AutoProcessor,
+    BaseImageProcessor,
+    PreTrainedModel,
+    ProcessorMixin,
 )
 
 from sceneloc.backends.base import Backend, from_pretrained, to_model
 from sceneloc.boxes import Box, clip_box, is_inside
 from sceneloc.candidates import Candidates
 from sceneloc.errors import ModelNotFoundError, SceneLocError
-from sceneloc.registry import read_config, register_backend
+from sceneloc.registry import (
+    Capability,
+    Model,
+    ModelSettings,
+    Task,
+    read_config,
+    register_backend,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,61 +98,86 @@ def read_pipeline(checkpoint: str) -> tuple[str, str | None, dict[str, Any]]:
 
 @register_backend(
     "clip-rerank",
+    tasks=[Task.LOCATE],
     model_types=("clip", PIPELINE_TYPE),
-    capabilities=("boxes with scores", "queries batched", "image encoded once"),
-    models={
-        "clip-rerank": (
+    capabilities=[
+        Capability.RANKED_CANDIDATES,
+        Capability.QUERIES_BATCHED,
+        Capability.IMAGE_ENCODED_ONCE,
+    ],
+    settings=ModelSettings(default_threshold=0.1),
+    models=[
+        Model(
+            "clip-rerank",
             "openai/clip-vit-base-patch32",
             "RT-DETR proposes boxes, CLIP ViT-B/32 ranks their crops against the query",
         ),
-    },
+    ],
 )
 class ClipRerankBackend(Backend):
-    default_threshold = 0.1
-
     def __init__(
         self,
+        clip: PreTrainedModel,
+        processor: ProcessorMixin,
+        detector: PreTrainedModel,
+        detector_processor: BaseImageProcessor,
+        checkpoint: str | None = None,
+        max_proposals: int = 100,
+        detector_threshold: float = 0.05,
+        crop_batch_size: int = 64,
+    ) -> None:
+        """``clip`` and ``detector`` on one device, in one dtype.
+
+        ``detector_threshold`` is low since CLIP, not the detector's closed set of classes,
+        decides what a box shows. ``crop_batch_size``: crops per CLIP forward pass, which
+        bounds memory.
+        """
+        super().__init__(clip, checkpoint)
+        placement = next(detector.parameters())
+        if (placement.device, placement.dtype) != (self.device, self.dtype):
+            raise ValueError(
+                f"CLIP is on {self.device} in {self.dtype} but the detector on "
+                f"{placement.device} in {placement.dtype}"
+            )
+        if max_proposals < 1 or crop_batch_size < 1:
+            raise SceneLocError("max_proposals and crop_batch_size must be at least 1")
+        self.clip = clip.eval()
+        self.processor = processor
+        self.detector = detector.eval()
+        self.detector_processor = detector_processor
+        self.detector_name = detector.name_or_path
+        self.max_proposals = int(max_proposals)
+        self.detector_threshold = float(detector_threshold)
+        self.crop_batch_size = crop_batch_size
+        mean = self.processor.image_processor.image_mean
+        self.fill = tuple(round(255 * m) for m in mean)
+        self.max_text_len = int(self.clip.config.text_config.max_position_embeddings)
+
+    @classmethod
+    def from_pretrained(
+        cls,
         checkpoint: str,
         device: torch.device,
         dtype: torch.dtype,
         detector: str | None = None,
-        max_proposals: int | None = None,
-        detector_threshold: float | None = None,
-        crop_batch_size: int = 64,
-    ) -> None:
-        """Keywords override the pipeline's ``config.json``, which overrides the defaults.
-
-        ``max_proposals`` defaults to 100 and ``detector_threshold`` to 0.05 (low, since
-        CLIP, not the detector's closed set of classes, decides what a box shows).
-        ``crop_batch_size``: crops per CLIP forward pass, which bounds memory.
-        """
-        super().__init__(checkpoint, device, dtype)
+        **options: Any,
+    ) -> ClipRerankBackend:
+        """``detector`` and the keyword ``options`` of ``__init__`` override the pipeline's
+        ``config.json``, which overrides the defaults."""
         clip, named_detector, settings = read_pipeline(checkpoint)
-        self.detector_name = detector or named_detector or DEFAULT_DETECTOR
-        if max_proposals is None:
-            max_proposals = settings.get("max_proposals", 100)
-        if detector_threshold is None:
-            detector_threshold = settings.get("detector_threshold", 0.05)
-        self.max_proposals = int(max_proposals)
-        self.detector_threshold = float(detector_threshold)
-        self.crop_batch_size = crop_batch_size
-        if self.max_proposals < 1 or self.crop_batch_size < 1:
-            raise SceneLocError("max_proposals and crop_batch_size must be at least 1")
-        logger.info("clip-rerank: CLIP %s, proposals from %s", clip, self.detector_name)
-
-        self.processor = from_pretrained(AutoProcessor.from_pretrained, clip)
-        self.clip = from_pretrained(AutoModel.from_pretrained, clip).to(device, dtype).eval()
-        self.detector_processor = from_pretrained(
-            AutoImageProcessor.from_pretrained, self.detector_name
+        detector_name = detector or named_detector or DEFAULT_DETECTOR
+        logger.info("clip-rerank: CLIP %s, proposals from %s", clip, detector_name)
+        settings |= {key: value for key, value in options.items() if value is not None}
+        return cls(
+            from_pretrained(AutoModel.from_pretrained, clip).to(device=device, dtype=dtype),
+            from_pretrained(AutoProcessor.from_pretrained, clip),
+            from_pretrained(AutoModelForObjectDetection.from_pretrained, detector_name).to(
+                device=device, dtype=dtype
+            ),
+            from_pretrained(AutoImageProcessor.from_pretrained, detector_name),
+            checkpoint,
+            **settings,
         )
-        self.detector = (
-            from_pretrained(AutoModelForObjectDetection.from_pretrained, self.detector_name)
-            .to(device, dtype)
-            .eval()
-        )
-        mean = self.processor.image_processor.image_mean
-        self.fill = tuple(round(255 * m) for m in mean)
-        self.max_text_len = int(self.clip.config.text_config.max_position_embeddings)
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         boxes = self.propose(image)

@@ -23,15 +23,16 @@ import itertools
 import logging
 import math
 import re
+from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoProcessor, Florence2ForConditionalGeneration
+from transformers import AutoProcessor, Florence2ForConditionalGeneration, Florence2Processor
 from transformers.modeling_outputs import BaseModelOutput
 
 from sceneloc.backends.base import Backend, from_pretrained
 from sceneloc.candidates import Candidates
-from sceneloc.registry import register_backend
+from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
 
 logger = logging.getLogger(__name__)
 
@@ -44,39 +45,54 @@ LOCATION_TAG = re.compile(r"<loc_\d+>")
 
 @register_backend(
     "florence-2",
+    tasks=[Task.LOCATE],
     model_types=("florence2",),
-    capabilities=("boxes with generation scores", "phrase labels", "queries batched"),
-    models={
-        "florence-2-base": (
+    capabilities=[
+        Capability.RANKED_CANDIDATES,
+        Capability.PHRASE_LABELS,
+        Capability.QUERIES_BATCHED,
+        Capability.IMAGE_ENCODED_ONCE,
+    ],
+    settings=ModelSettings(default_threshold=0.0),
+    models=[
+        Model(
+            "florence-2-base",
             "florence-community/Florence-2-base",
             "Florence-2 base (0.23B); grounds the phrases of a caption by generation",
         ),
-        "florence-2-large": (
+        Model(
+            "florence-2-large",
             "florence-community/Florence-2-large",
             "Florence-2 large (0.77B); more accurate grounding than base, slower",
         ),
-    },
+    ],
 )
 class Florence2Backend(Backend):
-    default_threshold = 0.0
-
     def __init__(
         self,
-        checkpoint: str,
-        device: torch.device,
-        dtype: torch.dtype,
+        model: Florence2ForConditionalGeneration,
+        processor: Florence2Processor,
+        checkpoint: str | None = None,
         max_new_tokens: int = 256,
     ) -> None:
         """``max_new_tokens`` caps generation, so a model that never ends its answer still stops."""
-        super().__init__(checkpoint, device, dtype)
-        self.processor = from_pretrained(AutoProcessor.from_pretrained, checkpoint)
-        model = from_pretrained(Florence2ForConditionalGeneration.from_pretrained, checkpoint)
-        self.model = model.to(device=device, dtype=dtype).eval()
+        super().__init__(model, checkpoint)
+        self.model = model.eval()
+        self.processor = processor
         self.max_new_tokens = max_new_tokens
         tokenizer = self.processor.tokenizer
         self.location_ids = set(
             tokenizer.convert_tokens_to_ids([f"<loc_{i}>" for i in range(1000)])
         )
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str, device: torch.device, dtype: torch.dtype, **options: Any
+    ) -> Florence2Backend:
+        """``options`` are those of ``__init__`` (``max_new_tokens``)."""
+        processor = from_pretrained(AutoProcessor.from_pretrained, checkpoint)
+        model = from_pretrained(Florence2ForConditionalGeneration.from_pretrained, checkpoint)
+        return cls(model.to(device=device, dtype=dtype), processor, checkpoint, **options)
 
     def prompt_for(self, query: str) -> str:
         """The encoder input the processor builds for one query and one image."""

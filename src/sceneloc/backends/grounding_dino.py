@@ -3,24 +3,30 @@
 Image and text are fused from the encoder on, so only the image backbone can be shared
 between queries: it runs once per ``locate`` call and its features are reused for every
 query. The fused part runs on queries in batches (padding is masked by the model, so each
-row gives what its query gives alone). Batches help on a GPU; on a CPU, measured in
-``benchmarks/queries_per_call.py``, one query at a time is faster, so that is the default
-there.
+row gives what its query gives alone). Batches help on a GPU; on a CPU one query at a time
+is faster (``benchmarks/queries_per_call.py``), so that is the default there.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
-from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+from transformers import (
+    AutoModelForZeroShotObjectDetection,
+    AutoProcessor,
+    GroundingDinoProcessor,
+    PreTrainedModel,
+)
 
 from sceneloc.backends.base import Backend, from_pretrained, to_model
 from sceneloc.candidates import Candidates
-from sceneloc.registry import register_backend
+from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
 
 
 def prompt_for(query: str) -> str:
@@ -29,34 +35,45 @@ def prompt_for(query: str) -> str:
     return text if text.endswith(".") else f"{text}."
 
 
-class SharedBackbone(nn.Module):
-    """Wraps the image backbone so that, inside :meth:`shared`, it runs once per image.
+class SharedBackbone:
+    """Makes the image backbone run once per image inside :meth:`shared`.
 
     Every row of a batch holds the same image, so the first row's features are computed
-    once and expanded to any later batch size.
+    once and expanded to any later batch size. The module tree is left alone (a
+    ``forward`` is set on the backbone instance only while some thread is sharing), so the
+    model's parameter names, and what ``save_pretrained`` writes, stay transformers' own.
+    Threads serving the same model each keep their own image's features.
     """
 
     def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
         self.backbone = backbone
-        self.position_embedding = backbone.position_embedding  # the model reads it directly
-        self._cache: tuple | None = None
-        self._sharing = False
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._users = 0
 
     @contextmanager
     def shared(self) -> Iterator[None]:
-        self._sharing, self._cache = True, None
+        with self._lock:
+            if self._users == 0:
+                self.backbone.forward = self._forward
+            self._users += 1
+        self._local.sharing, self._local.cache = True, None
         try:
             yield
         finally:
-            self._sharing, self._cache = False, None
+            self._local.sharing, self._local.cache = False, None
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    del self.backbone.forward
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple:
-        if not self._sharing:
-            return self.backbone(pixel_values, pixel_mask)
-        if self._cache is None:
-            self._cache = self.backbone(pixel_values[:1], pixel_mask[:1])
-        features, positions = self._cache
+    def _forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple:
+        compute = type(self.backbone).forward
+        if not getattr(self._local, "sharing", False):  # another thread, not sharing
+            return compute(self.backbone, pixel_values, pixel_mask)
+        if self._local.cache is None:
+            self._local.cache = compute(self.backbone, pixel_values[:1], pixel_mask[:1])
+        features, positions = self._local.cache
         batch = pixel_values.shape[0]
         return (
             [(f.expand(batch, *f.shape[1:]), m.expand(batch, *m.shape[1:])) for f, m in features],
@@ -66,44 +83,60 @@ class SharedBackbone(nn.Module):
 
 @register_backend(
     "grounding-dino",
+    tasks=[Task.LOCATE],
     model_types=("grounding-dino", "mm-grounding-dino"),
-    capabilities=("boxes with scores", "phrase labels", "queries batched"),
-    models={
-        "grounding-dino-tiny": (
+    capabilities=[
+        Capability.RANKED_CANDIDATES,
+        Capability.PHRASE_LABELS,
+        Capability.QUERIES_BATCHED,
+        Capability.SAFE_TO_TILE,
+    ],
+    settings=ModelSettings(default_threshold=0.25),
+    models=[
+        Model(
+            "grounding-dino-tiny",
             "IDEA-Research/grounding-dino-tiny",
             "Grounding DINO Swin-T; fast, strong zero-shot grounding",
         ),
-        "grounding-dino-base": (
+        Model(
+            "grounding-dino-base",
             "IDEA-Research/grounding-dino-base",
             "Grounding DINO Swin-B; most accurate original release, trained on RefCOCO too",
         ),
-        "mm-grounding-dino-tiny": (
+        Model(
+            "mm-grounding-dino-tiny",
             "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det",
             "MM-Grounding-DINO Swin-T (OpenMMLab re-training, better than the original tiny)",
         ),
-    },
+    ],
 )
 class GroundingDinoBackend(Backend):
-    default_threshold = 0.25
     #: Tokens scoring above this form a candidate's label (the processor's default).
     text_threshold = 0.25
 
     def __init__(
         self,
-        checkpoint: str,
-        device: torch.device,
-        dtype: torch.dtype,
+        model: PreTrainedModel,
+        processor: GroundingDinoProcessor,
+        checkpoint: str | None = None,
         query_batch_size: int | None = None,
     ) -> None:
         """``query_batch_size``: queries per forward pass (default: 1 on CPU, 8 elsewhere)."""
-        super().__init__(checkpoint, device, dtype)
-        self.processor = from_pretrained(AutoProcessor.from_pretrained, checkpoint)
+        super().__init__(model, checkpoint)
+        self.model = model.eval()
+        self.processor = processor
+        self.backbone = SharedBackbone(model.model.backbone)
+        self.max_text_len = int(getattr(model.config, "max_text_len", 256))
+        self.query_batch_size = query_batch_size or (1 if self.device.type == "cpu" else 8)
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str, device: torch.device, dtype: torch.dtype, **options: Any
+    ) -> GroundingDinoBackend:
+        """``options`` are those of ``__init__`` (``query_batch_size``)."""
+        processor = from_pretrained(AutoProcessor.from_pretrained, checkpoint)
         model = from_pretrained(AutoModelForZeroShotObjectDetection.from_pretrained, checkpoint)
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.backbone = SharedBackbone(self.model.model.backbone)
-        self.model.model.backbone = self.backbone
-        self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
-        self.query_batch_size = query_batch_size or (1 if device.type == "cpu" else 8)
+        return cls(model.to(device=device, dtype=dtype), processor, checkpoint, **options)
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         pixels = self.processor.image_processor(images=image, return_tensors="pt")

@@ -16,7 +16,7 @@ from sceneloc.backends.base import Backend, from_pretrained
 from sceneloc.candidates import Candidates
 from sceneloc.native.model import NativeGroundingModel, NativeOutput
 from sceneloc.native.processing import normalize, resize, to_pixels, tokenize
-from sceneloc.registry import register_backend
+from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
 
 #: The model trained on synthetic dense scenes that ships inside the package.
 BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-synth"
@@ -24,39 +24,38 @@ BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-s
 
 @register_backend(
     "native",
+    tasks=[Task.LOCATE],
     model_types=("sceneloc-native",),
-    capabilities=("one box per query", "presence score", "image encoded once", "trainable"),
-    models={
-        "native-synth": (
+    capabilities=[Capability.PRESENCE_SCORE, Capability.IMAGE_ENCODED_ONCE, Capability.TRAINABLE],
+    # The (calibrated) presence probability a referent needs to be reported.
+    settings=ModelSettings(default_threshold=0.5),
+    models=[
+        Model(
+            "native-synth",
             str(BUNDLED),
             "bundled with sceneloc, no download: trained on synthetic dense scenes",
         ),
-    },
+    ],
 )
 class NativeBackend(Backend):
-    #: The (calibrated) presence probability a referent needs to be reported.
-    default_threshold = 0.5
-
-    def __init__(self, checkpoint: str, device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__(checkpoint, device, dtype)
-        model = from_pretrained(NativeGroundingModel.from_pretrained, checkpoint)
-        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
-        self.use(model, tokenizer)
-
-    @classmethod
-    def from_model(
-        cls, model: NativeGroundingModel, tokenizer: PreTrainedTokenizerBase, device: torch.device
-    ) -> NativeBackend:
-        """Wrap a model in memory (validation during training) without saving it first."""
-        backend = cls.__new__(cls)
-        Backend.__init__(backend, "<in memory>", device, next(model.parameters()).dtype)
-        backend.use(model, tokenizer)
-        return backend
-
-    def use(self, model: NativeGroundingModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+    def __init__(
+        self,
+        model: NativeGroundingModel,
+        tokenizer: PreTrainedTokenizerBase,
+        checkpoint: str | None = None,
+    ) -> None:
+        super().__init__(model, checkpoint)
+        self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str, device: torch.device, dtype: torch.dtype
+    ) -> NativeBackend:
+        model = from_pretrained(NativeGroundingModel.from_pretrained, checkpoint)
+        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
+        return cls(model.to(device=device, dtype=dtype), tokenizer, checkpoint)
 
     @torch.inference_mode()
     def forward(self, image: Image.Image, queries: list[str]) -> NativeOutput:

@@ -25,36 +25,63 @@ from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 
 from sceneloc.backends.base import Backend, from_pretrained, to_model
 from sceneloc.candidates import Candidates
-from sceneloc.registry import register_backend
+from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
 
 logger = logging.getLogger(__name__)
 
 
 @register_backend(
     "owlv2",
+    tasks=[Task.LOCATE],
     model_types=("owlv2",),
-    capabilities=("boxes with scores", "queries batched", "image encoded once"),
-    models={
-        "owlv2-base": (
+    capabilities=[
+        Capability.RANKED_CANDIDATES,
+        Capability.QUERIES_BATCHED,
+        Capability.IMAGE_ENCODED_ONCE,
+        Capability.SAFE_TO_TILE,
+    ],
+    # OWLv2's sigmoid scores are low; 0.1 is the processor's and the model card's default.
+    settings=ModelSettings(default_threshold=0.1),
+    models=[
+        Model(
+            "owlv2-base",
             "google/owlv2-base-patch16-ensemble",
             "OWLv2 ViT-B/16; open-vocabulary detector, best with short object descriptions",
         ),
-    },
+    ],
 )
 class Owlv2Backend(Backend):
-    #: OWLv2's sigmoid scores are low; 0.1 is the processor's and the model card's default.
-    default_threshold = 0.1
+    def __init__(
+        self,
+        model: Owlv2ForObjectDetection,
+        processor: Owlv2Processor,
+        checkpoint: str | None = None,
+    ) -> None:
+        super().__init__(model, checkpoint)
+        self.model = model.eval()
+        self.processor = processor
+        self.max_text_len = int(model.config.text_config.max_position_embeddings)
 
-    def __init__(self, checkpoint: str, device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__(checkpoint, device, dtype)
-        self.processor = from_pretrained(Owlv2Processor.from_pretrained, checkpoint)
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str, device: torch.device, dtype: torch.dtype
+    ) -> Owlv2Backend:
+        processor = from_pretrained(Owlv2Processor.from_pretrained, checkpoint)
         model = from_pretrained(Owlv2ForObjectDetection.from_pretrained, checkpoint)
-        self.model = model.to(device=device, dtype=dtype).eval()
-        self.max_text_len = int(self.model.config.text_config.max_position_embeddings)
+        return cls(model.to(device=device, dtype=dtype), processor, checkpoint)
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         self._warn_if_truncated(queries)
-        inputs = self.processor(images=image, text=queries, truncation=True, return_tensors="pt")
+        # Padded to the text tower's length, as OWL expects, whatever the tokenizer's own
+        # ``model_max_length`` says (a converted checkpoint may set none).
+        inputs = self.processor(
+            images=image,
+            text=queries,
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_text_len,
+            return_tensors="pt",
+        )
         outputs = self.model(**to_model(inputs, self.device, self.dtype))
         count = len(queries)
         # One row per query: its own logits (patches x 1) and the boxes shared by all.
@@ -68,7 +95,8 @@ class Owlv2Backend(Backend):
         return [Candidates.of(d["boxes"], d["scores"], query) for query, d in zip(queries, found)]
 
     def _warn_if_truncated(self, queries: list[str]) -> None:
-        """OWLv2 reads 16 tokens at most; say so rather than silently answer a shorter query."""
+        """OWLv2 reads as many tokens as its text tower has positions (16 in the released
+        models); say so rather than silently answer a shorter query."""
         lengths = [
             len(ids) for ids in self.processor.tokenizer(queries, verbose=False)["input_ids"]
         ]

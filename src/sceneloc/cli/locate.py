@@ -12,8 +12,9 @@ from rich.table import Table
 
 from sceneloc.cli.common import Device, Dtype, Threshold, TopK, console, fail
 from sceneloc.errors import SceneLocError
+from sceneloc.registry import Task, default_model
 
-DEFAULT_MODEL = "grounding-dino-base"
+DEFAULT_MODEL = default_model(Task.LOCATE)
 
 
 def locate(
@@ -77,17 +78,17 @@ def print_table(payload: dict) -> None:
 
 
 def models() -> None:
-    """List the available models, their checkpoints and what each can do."""
-    from sceneloc.registry import get_backend, list_models
+    """List the available models, the tasks they serve, their checkpoints and what each can do."""
+    from sceneloc.registry import DEFAULT_MODELS, list_models
 
+    defaults = {name: task for task, name in DEFAULT_MODELS.items()}
     table = Table(title="sceneloc models (any hub id or local directory of these types works too)")
-    for column in ("name", "checkpoint", "backend", "can do", "about"):
+    for column in ("name", "tasks", "checkpoint", "backend", "can do", "about"):
         table.add_column(column, overflow="fold")
     for info in list_models():
-        backend = get_backend(info.backend)
-        marker = " (default)" if info.name == DEFAULT_MODEL else ""
+        marker = f" (default for {defaults[info.name]})" if info.name in defaults else ""
         table.add_row(
-            info.name + marker, info.checkpoint, info.backend,
-            ", ".join(backend.capabilities), info.description,
+            info.name + marker, ", ".join(info.family.task_names()), info.checkpoint,
+            info.family.name, ", ".join(info.family.capability_names()), info.description,
         )  # fmt: skip
     console.print(table)

@@ -458,8 +458,7 @@ def validate(
     from sceneloc.evaluation import evaluate_model
     from sceneloc.native.calibration import calibrate_presence
 
-    device = next(model.parameters()).device
-    backend = NativeBackend.from_model(model, tokenizer, device)
+    backend = NativeBackend(model, tokenizer)
     metrics = evaluate_model(
         options.val, Grounder(backend, "validation"), threshold=0.0, limit=options.val_limit
     )

@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException
 from sceneloc import __version__, images
 from sceneloc.api import Grounder, normalize_queries
 from sceneloc.errors import ImageTooLargeError, SceneLocError
-from sceneloc.registry import get_backend
 from sceneloc.schema import LocateResponse
 from sceneloc.server.gate import Admission, RequestGate
 from sceneloc.server.schemas import (
@@ -122,16 +121,17 @@ def create_app(
         answer = dataclasses.replace(answer, path=image.filename or None)
         return answer.to_record(timing=True)
 
-    backend = get_backend(grounder.backend.backend_name)
+    family = grounder.backend.family
     models = ModelsResponse(
         models=[
             ModelOut(
                 name=grounder.name,
-                backend=backend.name,
+                backend=family.name,
+                tasks=family.task_names(),
                 device=str(grounder.device),
                 dtype=str(grounder.dtype).removeprefix("torch."),
                 default_threshold=grounder.backend.default_threshold,
-                capabilities=list(backend.capabilities),
+                capabilities=family.capability_names(),
             )
         ],
         limits=LimitsOut(
@@ -144,7 +144,7 @@ def create_app(
 
     @app.get("/v1/models")
     async def list_models() -> ModelsResponse:
-        """The loaded model, what it can do, and the server's limits."""
+        """The loaded model, the tasks it serves, what it can do, and the server's limits."""
         return models
 
     @app.get("/healthz")

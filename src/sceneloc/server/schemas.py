@@ -16,10 +16,11 @@ from starlette.responses import JSONResponse
 class ModelOut(BaseModel):
     name: str = Field(description="As given to `sceneloc serve --model`.")
     backend: str
+    tasks: list[str] = Field(description="What the model can be asked to do, e.g. locate.")
     device: str
     dtype: str
     default_threshold: float = Field(description="Used when a request gives no threshold.")
-    capabilities: list[str]
+    capabilities: list[str] = Field(description="What the model's backend family can do.")
 
 
 class LimitsOut(BaseModel):

@@ -1,0 +1,122 @@
+"""A served model is transformers' own: same parameter names, and what it saves loads back.
+
+Fine-tuning saves the very model a backend serves, so after answering queries that model
+must still be exactly what plain transformers builds from the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForObjectDetection,
+    AutoModelForZeroShotObjectDetection,
+    AutoProcessor,
+    PreTrainedModel,
+)
+
+import sceneloc
+from sceneloc.backends.base import Backend
+
+QUERIES = ["the red square", "a green circle left of the blue triangle"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model a backend serves, and how plain transformers loads and runs it."""
+
+    checkpoint: str  # the fixture saving the model's checkpoint
+    served: Callable[[Backend], PreTrainedModel]
+    auto: type
+    inputs: Callable[[Path, Image.Image], dict]
+
+
+def serving_backend(request: pytest.FixtureRequest, case: Case) -> Backend:
+    """The backend serving ``case``'s model; clip-rerank's over the tiny CLIP and RT-DETR."""
+    if case.checkpoint in ("clip_dir", "detector_dir"):
+        clip, detector = (
+            request.getfixturevalue("clip_dir"),
+            request.getfixturevalue("detector_dir"),
+        )
+        return sceneloc.load(str(clip), device="cpu", detector=str(detector)).backend
+    return sceneloc.load(str(request.getfixturevalue(case.checkpoint)), device="cpu").backend
+
+
+def prompted(text: str | list[str]) -> Callable[[Path, Image.Image], dict]:
+    """Inputs made by the checkpoint's own processor from the image and ``text``."""
+
+    def inputs(checkpoint: Path, image: Image.Image) -> dict:
+        processor = AutoProcessor.from_pretrained(checkpoint)
+        return dict(processor(images=image, text=text, return_tensors="pt"))
+
+    return inputs
+
+
+def florence_inputs(checkpoint: Path, image: Image.Image) -> dict:
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    inputs = processor(
+        images=image, text="<CAPTION_TO_PHRASE_GROUNDING>the red square", return_tensors="pt"
+    )
+    return {**inputs, "decoder_input_ids": torch.tensor([[2, 0]])}
+
+
+def detector_inputs(checkpoint: Path, image: Image.Image) -> dict:
+    return dict(AutoImageProcessor.from_pretrained(checkpoint)(images=image, return_tensors="pt"))
+
+
+CASES = {
+    "grounding-dino": Case(
+        "grounding_dino_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
+        prompted("the red square."),
+    ),
+    "mm-grounding-dino": Case(
+        "mm_grounding_dino_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
+        prompted("the red square."),
+    ),
+    "owlv2": Case(
+        "owlv2_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
+        prompted(["the red square"]),
+    ),
+    "florence-2": Case(
+        "florence2_dir", lambda b: b.model, AutoModelForImageTextToText, florence_inputs
+    ),
+    "clip-rerank CLIP": Case("clip_dir", lambda b: b.clip, AutoModel, prompted(["a red square"])),
+    "clip-rerank detector": Case(
+        "detector_dir", lambda b: b.detector, AutoModelForObjectDetection, detector_inputs
+    ),
+}  # fmt: skip
+
+
+def assert_same_outputs(got, want) -> None:
+    tensors = [key for key, value in want.items() if isinstance(value, torch.Tensor)]
+    assert tensors
+    for key in tensors:
+        assert torch.equal(got[key], want[key]), key
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_served_model_is_plain_transformers_and_saves_what_it_loads(name, request, scene, tmp_path):
+    case = CASES[name]
+    backend = serving_backend(request, case)
+    checkpoint = request.getfixturevalue(case.checkpoint)
+    sceneloc.api.Grounder(backend, name).locate(scene, QUERIES, threshold=0.0)
+    served = case.served(backend)
+    plain = case.auto.from_pretrained(checkpoint).eval()
+    assert list(served.state_dict()) == list(plain.state_dict())
+
+    served.save_pretrained(tmp_path)
+    reloaded, info = case.auto.from_pretrained(tmp_path, output_loading_info=True)
+    assert not any(info.values()), info  # no missing, unexpected or mismatched weights
+    inputs = case.inputs(checkpoint, scene)
+    with torch.no_grad():
+        want = plain(**inputs)
+        assert_same_outputs(served(**inputs), want)
+        assert_same_outputs(reloaded.eval()(**inputs), want)

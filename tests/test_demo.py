@@ -7,7 +7,7 @@ import json
 from PIL import Image
 from typer.testing import CliRunner
 
-from sceneloc.boxes import iou
+from sceneloc.boxes import iou_matrix
 from sceneloc.cli import app
 from sceneloc.demo import demo_scene
 from sceneloc.results import slug
@@ -43,7 +43,7 @@ def test_demo_answers_the_scene_truth_and_writes_what_it_found(tmp_path):
             assert answer["box"] is None, f"{answer['query']!r} is not in the scene"
         else:
             assert answer["box"] is not None, f"{answer['query']!r} was not found"
-            assert iou(answer["box"], truth) >= 0.5, answer["query"]
+            assert iou_matrix([answer["box"]], [truth])[0, 0] >= 0.5, answer["query"]
 
     with Image.open(tmp_path / "scene.png") as drawn:
         assert drawn.size == scene.image.size

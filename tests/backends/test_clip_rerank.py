@@ -218,6 +218,7 @@ def test_crop_batches_do_not_change_results(pipeline_dir, grounder, textured):
 def test_boxes_lie_within_the_image(grounder, textured):
     width, height = textured.size
     for result in grounder.locate(textured, QUERIES, threshold=0.0, top_k=100):
+        assert len(result.candidates) > 0, result.query
         for candidate in result.candidates:
             x1, y1, x2, y2 = candidate.box
             assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height

@@ -105,7 +105,7 @@ def test_queries_batched_into_one_generate_and_image_encoded_once(grounder, scen
     assert calls == {"generate": 1, "preprocess": 1, "vision": 1}
 
 
-def test_raw_boxes_lie_within_the_image_and_scores_are_probabilities(grounder, scene):
+def test_raw_boxes_lie_within_the_image(grounder, scene):
     with torch.inference_mode():
         found = grounder.backend.predict(scene, QUERIES, threshold=0.0)
     width, height = scene.size
@@ -113,7 +113,6 @@ def test_raw_boxes_lie_within_the_image_and_scores_are_probabilities(grounder, s
     for candidate in (c for per_query in found for c in per_query):
         x1, y1, x2, y2 = candidate.box
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-        assert 0.0 < candidate.score <= 1.0
 
 
 def test_generation_stops_at_max_new_tokens(florence2_dir, scene):
@@ -129,8 +128,12 @@ def test_runs_in_bfloat16(florence2_dir, scene):
     backend = Florence2Backend.from_pretrained(str(florence2_dir), CPU, torch.bfloat16)
     with torch.inference_mode():
         found = backend.predict(scene, QUERIES, threshold=0.0)
-    assert all(found)
-    assert all(0.0 < c.score <= 1.0 for per_query in found for c in per_query)
+        exact = Florence2Backend.from_pretrained(str(florence2_dir), CPU, torch.float32)
+        reference = exact.predict(scene, QUERIES, threshold=0.0)
+    # Half precision gives the same answers (the boxes' location tokens), scores nearly so.
+    for half, full in zip(found, reference):
+        assert half.boxes.tolist() == full.boxes.tolist()
+        assert half.scores == pytest.approx(full.scores, abs=0.05)
 
 
 def test_prompt_is_what_the_processor_builds(grounder, scene):

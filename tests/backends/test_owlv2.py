@@ -93,6 +93,7 @@ def test_image_encoded_once_per_call(grounder, scene):
 def test_boxes_lie_within_the_image(grounder, scene):
     width, height = scene.size
     for result in grounder.locate(scene, QUERIES, threshold=0.0, top_k=100):
+        assert len(result.candidates) > 0, result.query
         for candidate in result.candidates:
             x1, y1, x2, y2 = candidate.box
             assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height

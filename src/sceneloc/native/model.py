@@ -12,10 +12,9 @@ the box directly.
 
 When the training data lists every object of an image (the synthetic scenes'
 ``scenes.jsonl``), attribute heads also name each object's colour, shape and size at its
-centre token. Measured on the synthetic scenes: trained on the grounding loss alone, the
-visual tokens never learnt colour (a probe read it at chance after 750 steps, so the model
-picked the right shape in the wrong colour); with these dense labels, weighted well above
-the grounding terms, they do within a hundred steps and grounding accuracy doubles.
+centre token: trained on the grounding loss alone, the visual tokens do not learn colour
+(the model picks the right shape in the wrong colour); with these dense labels, weighted
+well above the grounding terms, they do (the README's training section has the figures).
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ from sceneloc.native.reasoning import SpatialReasoning, cell_coordinates
 L1_WEIGHT, GIOU_WEIGHT, CELL_WEIGHT, PRESENCE_WEIGHT, ATTRIBUTE_WEIGHT = 5.0, 2.0, 1.0, 1.0, 10.0
 #: The object map (centres and sizes of things, for counting) learns from every image's cells;
 #: the target's and the anchor's maps from what synthetic queries say of the scene's objects.
-#: Without the anchor's labels the anchor role never found the anchor's words and relations
-#: stayed at chance (0.27 after 15 minutes).
+#: Without the anchor's labels the anchor role does not find the anchor's words and relations
+#: stay at chance.
 OBJECT_MAP_WEIGHT, TARGET_WEIGHT, ANCHOR_WEIGHT = 1.0, 1.0, 1.0
 
 
@@ -200,9 +199,9 @@ class NativeGroundingModel(PreTrainedModel):
 
     def presence_probability(self, outputs: NativeOutput) -> torch.Tensor:
         """The probability that each query's referent is in the image. The presence head
-        alone is not enough: trained on few absent queries it gave absent things 0.62 on
-        average, while the best cell's logit tells them apart for plain descriptions; the
-        weights come from the validation data (:mod:`sceneloc.native.calibration`)."""
+        alone is not enough: trained on few absent queries it scores absent things high, while
+        the best cell's logit tells them apart for plain descriptions; the weights come from
+        the validation data (:mod:`sceneloc.native.calibration`)."""
         features = self.presence_features(outputs)
         weights = torch.tensor(self.config.presence_calibration, device=features.device)
         return (features @ weights).sigmoid()

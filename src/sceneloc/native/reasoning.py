@@ -1,14 +1,14 @@
 """Spatial reasoning for the cross-attention model: relations and orderings as grid operations.
 
-Measured on the synthetic scenes, a transformer over visual and text tokens learnt what a
-thing looks like ("the small purple star": 0.88) but hardly where one thing is relative to
-another ("the circle left of the blue square": 0.30, near the pick-any-circle baseline;
-"the second star from the left": 0.48), even after 48 minutes of training, when its
-validation accuracy had stopped rising. This module gives the model the two operations such
-queries need, as differentiable maps over the visual grid that it learns to use from the
-grounding loss, helped on synthetic scenes by labels of which objects fit the target and
-where the anchor is (in the spirit of MAttNet's location and relation modules; with it the
-bundled model reached 0.88 on relations and 0.86 on orderings in 60 minutes):
+On the synthetic scenes, a transformer over visual and text tokens learns what a thing
+looks like ("the small purple star") but hardly where one thing is relative to another
+("the circle left of the blue square", near the pick-any-circle baseline) or how things are
+ordered ("the second star from the left"), even once its validation accuracy has stopped
+rising (the README's bundled-model section has the figures). This module gives the model
+the two operations such queries need, as differentiable maps over the visual grid that it
+learns to use from the grounding loss, helped on synthetic scenes by labels of which objects
+fit the target and where the anchor is (in the spirit of MAttNet's location and relation
+modules):
 
 - **roles**: attention over the text tokens pools three vectors, the *target* (what the
   referent looks like), the *anchor* (what it is placed relative to) and the *operator*
@@ -86,7 +86,7 @@ def count_before(
         differences = keys.transpose(1, 2).unsqueeze(-1) - keys.transpose(1, 2).unsqueeze(-2)
         comes_before = torch.sigmoid(differences / softness.view(1, -1, 1, 1))
     # Each query's fits in its image's row, zeros elsewhere: one matrix product for all the
-    # queries, instead of a copy of the comparisons per query (six times slower).
+    # queries, instead of a copy of the comparisons per query (much slower).
     queries = torch.arange(fits.shape[0], device=fits.device)
     by_image = fits.new_zeros(keys.shape[0], *fits.shape).index_put((image_index, queries), fits)
     ascending = torch.einsum("ikab,iqb->qka", comes_before, by_image)

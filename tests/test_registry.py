@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
+from enum import Enum
 
 import pytest
 from typer.testing import CliRunner
@@ -90,9 +90,9 @@ def scratch_registry(monkeypatch) -> None:
 
 
 @pytest.fixture
-def describe(scratch_registry, monkeypatch) -> StrEnum:
+def describe(scratch_registry, monkeypatch) -> Enum:
     """A second task, ``describe``, known to the scratch registry."""
-    tasks = StrEnum("Task", {"LOCATE": "locate", "DESCRIBE": "describe"})
+    tasks = Enum("Task", {"LOCATE": "locate", "DESCRIBE": "describe"}, type=str)
     monkeypatch.setattr(registry, "Task", tasks)
     return tasks.DESCRIBE
 

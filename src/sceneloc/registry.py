@@ -15,7 +15,7 @@ import importlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -32,14 +32,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Task(StrEnum):
+class Task(str, Enum):
     """What a model is asked to do."""
 
     #: Sentence in, the region of the image it describes out.
     LOCATE = "locate"
 
 
-class Capability(StrEnum):
+class Capability(str, Enum):
     """What a backend family can do, beyond answering its tasks; the value is what users read."""
 
     #: The image's features are computed once per call and shared by all its queries.

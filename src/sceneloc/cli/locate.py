@@ -86,7 +86,7 @@ def models() -> None:
     for column in ("name", "tasks", "checkpoint", "backend", "can do", "about"):
         table.add_column(column, overflow="fold")
     for info in list_models():
-        marker = f" (default for {defaults[info.name]})" if info.name in defaults else ""
+        marker = f" (default for {defaults[info.name].value})" if info.name in defaults else ""
         table.add_row(
             info.name + marker, ", ".join(info.family.task_names()), info.checkpoint,
             info.family.name, ", ".join(info.family.capability_names()), info.description,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer
 
 from sceneloc.backends.base import Backend, from_pretrained
 from sceneloc.native.model import NativeGroundingModel, NativeOutput
@@ -37,24 +37,20 @@ class NativeBackend(Backend):
     #: The (calibrated) presence probability a referent needs to be reported.
     default_threshold = 0.5
 
-    def __init__(self, checkpoint: str, device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__(checkpoint, device, dtype)
-        model = from_pretrained(NativeGroundingModel.from_pretrained, checkpoint)
-        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
-        self.use(model, tokenizer)
-
-    @classmethod
-    def from_model(
-        cls, model: NativeGroundingModel, tokenizer: PreTrainedTokenizerBase, device: torch.device
-    ) -> NativeBackend:
-        """Wrap a model in memory (validation during training) without saving it first."""
-        backend = cls.__new__(cls)
-        Backend.__init__(backend, "<in memory>", device, next(model.parameters()).dtype)
-        backend.use(model, tokenizer)
-        return backend
-
-    def use(self, model: NativeGroundingModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+    def __init__(self, model, tokenizer, checkpoint=None) -> None:  # type: ignore[no-untyped-def]
+        # TEMPORARY (training branch): the contract NativeBackend(model, tokenizer,
+        # checkpoint=None), plus api.load's (checkpoint, device, dtype) call, until the
+        # registry branch's version replaces this file.
+        if isinstance(model, str):
+            checkpoint, device, dtype = model, tokenizer, checkpoint
+            super().__init__(checkpoint, device, dtype)
+            model = from_pretrained(NativeGroundingModel.from_pretrained, checkpoint)
+            tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
+            self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        else:
+            parameter = next(model.parameters())
+            super().__init__(checkpoint or "<in memory>", parameter.device, parameter.dtype)
+            self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
 

@@ -13,9 +13,7 @@ the samples and keeps only per-sample numbers.
 from sceneloc.evaluation.baselines import (
     BASELINES,
     BaselinePredictor,
-    Scenes,
     evaluate_baseline,
-    read_scenes,
 )
 from sceneloc.evaluation.metrics import (
     RECALL_KS,
@@ -55,7 +53,6 @@ __all__ = [
     "ModelPredictor",
     "Prediction",
     "Predictor",
-    "Scenes",
     "best_iou",
     "evaluate",
     "evaluate_baseline",
@@ -65,7 +62,6 @@ __all__ = [
     "group_samples",
     "iou_matrix",
     "read_predictions",
-    "read_scenes",
     "scan",
     "score",
     "summarize",

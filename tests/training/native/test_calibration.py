@@ -9,8 +9,8 @@ import torch
 
 from sceneloc.backends.native import NativeBackend
 from sceneloc.native import NativeConfig, NativeGroundingModel
-from sceneloc.native.calibration import calibrate_presence, fit_presence
 from sceneloc.native.text import vocabulary_from_texts, word_tokenizer
+from sceneloc.training.native.calibration import calibrate_presence, fit_presence
 
 
 def features(*columns: torch.Tensor) -> torch.Tensor:
@@ -69,6 +69,6 @@ def test_one_photo_gives_nothing_to_calibrate_and_keeps_the_config(tmp_path, sce
     config = NativeConfig(image_size=64, hidden_size=16, fusion_layers=1, image_layers=1,
                           text_layers=1, attention_heads=2, cnn_channels=[8, 16, 16, 16],
                           vocab_size=len(tokenizer), max_text_length=8)  # fmt: skip
-    backend = NativeBackend.from_model(NativeGroundingModel(config), tokenizer, torch.device("cpu"))
+    backend = NativeBackend(NativeGroundingModel(config), tokenizer)
     assert calibrate_presence(backend, data) is None
     assert backend.model.config.presence_calibration == [1.0, 0.0, 0.0]

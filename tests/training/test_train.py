@@ -1,9 +1,11 @@
-"""``sceneloc train``: saved models, resume, configs, bad options, and a two-process run."""
+"""The loop, through ``sceneloc train``: saved models, resume, configs, bad options,
+progress, and a two-process run."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,8 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 import sceneloc
+from sceneloc import training
 from sceneloc.cli import app
 from sceneloc.data.synth import generate
+from sceneloc.training import TrainingProgress
+from sceneloc.training.native import NativeOptions
 
 runner = CliRunner()
 
@@ -168,3 +173,17 @@ def test_yaml_values_are_read_as_their_option_types(synth, tmp_path):
                       "epochs: one\n")  # fmt: skip
     result = train("--config", config)
     assert result.exit_code == 2 and "'epochs' must be int" in result.output
+
+
+def test_the_library_reports_progress_to_a_callback(synth, tmp_path):
+    """`sceneloc.training.train` draws nothing; each step reaches the callback, in order."""
+    options = NativeOptions.build(
+        "synthetic-cpu", data=str(synth / "train.jsonl"), out=str(tmp_path / "run"), epochs=2,
+        image_size=64, hidden_size=16, fusion_layers=1, batch_size=4,
+    )  # fmt: skip
+    seen: list[TrainingProgress] = []
+    records = training.train(options, progress=seen.append)
+    assert [p.step for p in seen] == list(range(records[-1].step + 1))
+    assert {p.total_steps for p in seen} == {records[-1].step}
+    assert [p.epoch for p in seen[1:]] == [1] * records[0].step + [2] * records[0].step
+    assert all(math.isfinite(p.loss) for p in seen[1:])

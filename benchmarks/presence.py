@@ -27,15 +27,10 @@ from rich.table import Table
 
 import sceneloc
 from sceneloc.boxes import iou_matrix
-from sceneloc.data import read_samples
-from sceneloc.data.synth import (
-    Desc,
-    RelationQuery,
-    parse_query,
-    render_query,
-    with_target,
-)
-from sceneloc.native.dataset import AbsentQueries, ImageGroup, SceneAnnotations, group_by_image
+from sceneloc.data import read_samples, read_scenes
+from sceneloc.data.synth import Desc, RelationQuery, parse_query, render_query, with_target
+from sceneloc.training.native.dataset import ImageGroup, group_by_image
+from sceneloc.training.native.queries import MissingPairs
 
 
 def main() -> None:
@@ -53,7 +48,7 @@ def main() -> None:
                         "--splits", "test=0.5,compositional=0.5"], check=True)  # fmt: skip
         samples = list(read_samples(data / "annotations.jsonl"))
         groups = group_by_image(samples, data)
-        absent_queries = AbsentQueries(groups, SceneAnnotations.beside(data / "annotations.jsonl"))
+        absent_queries = MissingPairs(groups, read_scenes(data / "scenes.jsonl"))
         rng = np.random.default_rng(args.seed)
         kinds = {(sample.image_path(data), sample.query): sample.type for sample in samples}
         present: list[tuple[str, float, bool]] = []  # type, score, right box
@@ -93,11 +88,11 @@ def main() -> None:
 
 
 def swapped_relations(
-    group: ImageGroup, absent_queries: AbsentQueries, rng: np.random.Generator
+    group: ImageGroup, absent_queries: MissingPairs, rng: np.random.Generator
 ) -> list[str]:
     """Each relation query of the image with its target replaced by a colour-shape pair the
     scene lacks: nothing can match it, whatever the relation."""
-    lacking = absent_queries.missing_pairs(group.image_id) or []
+    lacking = absent_queries.missing_pairs(group) or []
     swapped = []
     for query in group.queries:
         spec = parse_query(query)

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import sceneloc
 from sceneloc.data import read_samples, write_samples
-from sceneloc.native.calibration import calibrate_presence
-from sceneloc.native.train import CALIBRATION_QUERIES, TrainOptions, train
+from sceneloc.training import train
+from sceneloc.training.native import NativeOptions
+from sceneloc.training.native.calibration import calibrate_presence
+from sceneloc.training.native.task import CALIBRATION_QUERIES
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src/sceneloc/native/weights/native-synth"
 
@@ -55,7 +57,7 @@ def main() -> None:
         calibrate_installed(val)
         return
     synth(train_dir, 6000, 100, "train=1")
-    options = TrainOptions.build(
+    options = NativeOptions.build(
         "synthetic-cpu", data=str(train_dir / "annotations.jsonl"), val=str(val),
         out=str(args.work / "run"), epochs=40, max_minutes=args.minutes,
         val_limit=300,

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sceneloc.cli.common import console, fail
+from sceneloc.cli.common import console, err_console, fail
 from sceneloc.errors import SceneLocError
+
+if TYPE_CHECKING:
+    from sceneloc.training import ProgressCallback, TrainingProgress
+
+
+@contextmanager
+def progress_bar() -> Iterator[ProgressCallback]:
+    """A progress bar on stderr (when it is a terminal); yields the training's callback."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as bar:
+        task = bar.add_task("training", total=None)
+
+        def advance(progress: TrainingProgress) -> None:
+            bar.update(task, completed=progress.step, total=progress.total_steps,
+                       description=progress.description)  # fmt: skip
+
+        yield advance
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The options of a YAML config file (the keys of :class:`TrainOptions`)."""
+    """The options of a YAML config file (the keys of ``NativeOptions``)."""
     import yaml
 
     try:
@@ -86,8 +115,8 @@ def train(
     """Train the native grounding model (many devices: `accelerate launch -m sceneloc train`)."""
     from accelerate import PartialState
 
-    from sceneloc.native.train import TrainOptions
-    from sceneloc.native.train import train as run_training
+    from sceneloc.training import train as run_training
+    from sceneloc.training.native import NativeOptions
 
     given = read_config(config) if config else {}
     flags = {
@@ -104,15 +133,17 @@ def train(
         {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     )
     try:
-        options = TrainOptions.build(
+        options = NativeOptions.build(
             given.pop("preset", None) if preset is None else preset, **given
         )
-        records = run_training(options)
+        with progress_bar() as progress:
+            records = run_training(options, progress)
     except SceneLocError as exc:
         raise fail(str(exc)) from None
     if records and PartialState().is_main_process:
         last = records[-1]
-        accuracy = f", validation Acc@0.5 {last.val_acc:.3f}" if last.val_acc is not None else ""
+        val_acc = last.validation["val_acc"]
+        accuracy = f", validation Acc@0.5 {val_acc:.3f}" if val_acc is not None else ""
         console.print(
             f"trained {last.epoch} epoch(s), {last.step} steps in {last.seconds:.0f} s{accuracy}; "
             f"models in {options.out}/last and {options.out}/best",

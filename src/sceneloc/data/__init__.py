@@ -6,14 +6,20 @@ from sceneloc.data.flickr30k import convert_flickr30k_entities
 from sceneloc.data.format import Sample, read_samples, write_samples
 from sceneloc.data.odvg import convert_odvg
 from sceneloc.data.refcoco import convert_refcoco
+from sceneloc.data.scenes import ObjectRecord, SceneRecord, Scenes, read_scenes, scenes_beside
 
 __all__ = [
     "ConversionStats",
+    "ObjectRecord",
     "Sample",
+    "SceneRecord",
+    "Scenes",
     "convert_coco",
     "convert_flickr30k_entities",
     "convert_odvg",
     "convert_refcoco",
     "read_samples",
+    "read_scenes",
+    "scenes_beside",
     "write_samples",
 ]

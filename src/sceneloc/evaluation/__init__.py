@@ -13,9 +13,7 @@ the samples and keeps only per-sample numbers.
 from sceneloc.evaluation.baselines import (
     BASELINES,
     BaselinePredictor,
-    Scenes,
     evaluate_baseline,
-    read_scenes,
 )
 from sceneloc.evaluation.metrics import (
     RECALL_KS,
@@ -54,7 +52,6 @@ __all__ = [
     "ModelPredictor",
     "Prediction",
     "Predictor",
-    "Scenes",
     "best_iou",
     "evaluate",
     "evaluate_baseline",
@@ -63,7 +60,6 @@ __all__ = [
     "first_hit",
     "group_samples",
     "read_predictions",
-    "read_scenes",
     "scan",
     "score",
     "summarize",

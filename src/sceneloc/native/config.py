@@ -80,7 +80,7 @@ class NativeConfig(PretrainedConfig):
         # in training, when the data lists every object (synthetic scenes); unused at inference.
         self.object_attributes = object_attributes
         # The presence score is sigmoid(a * presence logit + b * best cell logit + c); training
-        # fits (a, b, c) on the validation data (``native.calibration``).
+        # fits (a, b, c) on the validation data (``training.native.calibration``).
         self.presence_calibration = list(presence_calibration)
         # Spatial reasoning (``native.reasoning``): how many relation kernels the text chooses
         # from, and how many cells they reach from the anchor.

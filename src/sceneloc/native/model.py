@@ -201,7 +201,7 @@ class NativeGroundingModel(PreTrainedModel):
         """The probability that each query's referent is in the image. The presence head
         alone is not enough: trained on few absent queries it scores absent things high, while
         the best cell's logit tells them apart for plain descriptions; the weights come from
-        the validation data (:mod:`sceneloc.native.calibration`)."""
+        the validation data (:mod:`sceneloc.training.native.calibration`)."""
         features = self.presence_features(outputs)
         weights = torch.tensor(self.config.presence_calibration, device=features.device)
         return (features @ weights).sigmoid()

@@ -9,8 +9,8 @@ import torch
 
 from sceneloc.backends.native import NativeBackend
 from sceneloc.native import NativeConfig, NativeGroundingModel
-from sceneloc.native.calibration import calibrate_presence, fit_presence
 from sceneloc.native.text import vocabulary_from_texts, word_tokenizer
+from sceneloc.training.native.calibration import calibrate_presence, fit_presence
 
 
 def features(*columns: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,13 @@
 """Calibrate the native model's presence score, so that it can say "not there".
 
-Trained on few absent queries, the presence head alone scored the bundled model's absent
-queries 0.62 on average, so at 0.5 it refused none. The best cell's logit tells plain
-descriptions apart (present things have a cell that matches well) but not relations, whose
-logits run on another scale. A logistic regression on both (Platt scaling with two
-inputs), fitted on the validation queries (present) and as many certainly absent ones
-(those :class:`AbsentQueries` makes for training), with the two classes weighted equally,
-gives a score whose 0.5 balances the two kinds of error. Its weights go in the model's
-config (``presence_calibration``).
+Trained on few absent queries, the presence head alone scores absent queries well above
+0.5 (README, "Saying not there"), so at 0.5 it would refuse almost none. The best cell's
+logit tells plain descriptions apart (present things have a cell that matches well) but not
+relations, whose logits run on another scale. A logistic regression on both (Platt scaling
+with two inputs), fitted on the validation queries (present) and as many certainly absent
+ones (made as for training, :func:`~sceneloc.training.native.queries.absent_sampler_for`),
+with the two classes weighted equally, gives a score whose 0.5 balances the two kinds of
+error. Its weights go in the model's config (``presence_calibration``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import torch
 from torch.nn import functional as F
 
 from sceneloc.data.format import read_samples
+from sceneloc.data.scenes import scenes_beside
 from sceneloc.images import load_image
-from sceneloc.native.dataset import AbsentQueries, SceneAnnotations, group_by_image
+from sceneloc.training.native.dataset import group_by_image
+from sceneloc.training.native.queries import absent_sampler_for
 
 if TYPE_CHECKING:
     from sceneloc.backends.native import NativeBackend
@@ -83,7 +85,7 @@ def calibrate_presence(
     photos and nothing to borrow from)."""
     data = Path(data)
     groups = group_by_image(islice(read_samples(data), limit), data.parent)
-    absent_queries = AbsentQueries(groups, SceneAnnotations.beside(data))
+    absent_queries = absent_sampler_for(groups, scenes_beside(data))
     rng = np.random.default_rng(seed)
     present, absent = [], []
     for group in groups:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sceneloc.data.format import Sample, read_samples
+from sceneloc.data.scenes import read_scenes
 from sceneloc.data.synth import (
     COLORS,
     SHAPES,
@@ -26,15 +27,15 @@ from sceneloc.data.synth import (
 )
 from sceneloc.errors import DataFormatError
 from sceneloc.native.config import NativeConfig
-from sceneloc.native.dataset import (
-    AbsentQueries,
+from sceneloc.native.text import vocabulary_from_texts, word_tokenizer
+from sceneloc.training.native.dataset import (
     Collator,
     GroundingDataset,
-    SceneAnnotations,
     group_by_image,
     mirror_query,
+    object_targets,
 )
-from sceneloc.native.text import vocabulary_from_texts, word_tokenizer
+from sceneloc.training.native.queries import absent_sampler_for, labeller_for
 
 # --- mirrored queries ------------------------------------------------------------------------
 
@@ -220,7 +221,7 @@ def test_absent_queries_name_a_colour_and_shape_missing_from_the_image(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
     assert len(groups) == 3
     objects = scene_objects(synth)
-    absent = AbsentQueries(groups, SceneAnnotations(synth / "scenes.jsonl"))
+    absent = absent_sampler_for(groups, read_scenes(synth / "scenes.jsonl"))
     rng = np.random.default_rng(0)
     for group in groups:
         asked = [absent.sample(group, rng) for _ in range(30)]
@@ -230,7 +231,7 @@ def test_absent_queries_name_a_colour_and_shape_missing_from_the_image(synth):
 
 
 def test_without_scenes_absent_queries_are_borrowed_from_other_images(groups):
-    absent = AbsentQueries(groups, None)
+    absent = absent_sampler_for(groups, None)
     rng = np.random.default_rng(0)
     for group in groups:
         others = {q for g in groups if g is not group for q in g.queries}
@@ -242,7 +243,7 @@ def test_without_scenes_absent_queries_are_borrowed_from_other_images(groups):
 def test_dataset_adds_absent_queries_with_presence_zero(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
     objects = scene_objects(synth)
-    absent = AbsentQueries(groups, SceneAnnotations(synth / "scenes.jsonl"))
+    absent = absent_sampler_for(groups, read_scenes(synth / "scenes.jsonl"))
     dataset = GroundingDataset(groups, SIZE, augment=False, absent=absent, absent_fraction=1.0)
     for index, group in enumerate(groups):
         item = dataset[index]
@@ -255,13 +256,13 @@ def test_dataset_adds_absent_queries_with_presence_zero(synth):
 
 
 def test_scene_annotations_give_every_object_its_attributes(synth):
-    scenes = SceneAnnotations(synth / "scenes.jsonl")
+    scenes = read_scenes(synth / "scenes.jsonl")
     attributes = scenes.attributes()
     assert list(attributes) == ["color", "shape", "size"]
     assert set(attributes["color"]) <= set(COLORS) and set(attributes["shape"]) <= set(SHAPES)
     for line in (synth / "scenes.jsonl").read_text().splitlines():
         record = json.loads(line)
-        rows = scenes.targets(record["image_id"], attributes)
+        rows = object_targets(scenes.find(record["image_id"], synth / record["image"]), attributes)
         assert len(rows) == len(record["objects"])
         for obj, (cx, cy, w, h, color, shape, size) in zip(record["objects"], rows):
             x1, y1, x2, y2 = obj["box"]
@@ -271,12 +272,12 @@ def test_scene_annotations_give_every_object_its_attributes(synth):
             named = (attributes["color"][color], attributes["shape"][shape])
             assert named == (obj["color"], obj["shape"])
             assert attributes["size"][size] == obj["size"]
-    assert scenes.targets("not-an-image", attributes) == []
+    assert scenes.find("not-an-image", synth / "elsewhere.png") is None
 
 
 def test_flipped_items_mirror_object_boxes_too(synth):
     groups = group_by_image(read_samples(synth / "annotations.jsonl"), synth)
-    scenes = SceneAnnotations(synth / "scenes.jsonl")
+    scenes = read_scenes(synth / "scenes.jsonl")
     attributes = scenes.attributes()
     plain = GroundingDataset(groups, SIZE, augment=False, scenes=scenes, attributes=attributes)
     flipped_any = False
@@ -337,16 +338,17 @@ def test_items_label_what_each_query_says_of_the_scene(tmp_path):
     generate(tmp_path, num_images=12, seed=3, size=160, min_objects=6, max_objects=10,
              splits="train=1")  # fmt: skip
     groups = group_by_image(read_samples(tmp_path / "annotations.jsonl"), tmp_path)
-    scenes = SceneAnnotations(tmp_path / "scenes.jsonl")
+    scenes = read_scenes(tmp_path / "scenes.jsonl")
     objects = scene_objects(tmp_path)
     attributes = scenes.attributes()
-    absent = AbsentQueries(groups, scenes)
+    absent, labeller = absent_sampler_for(groups, scenes), labeller_for(scenes)
     plain = GroundingDataset(groups, SIZE, augment=False, scenes=scenes, attributes=attributes,
-                             absent=absent, absent_fraction=0.5)  # fmt: skip
+                             absent=absent, absent_fraction=0.5, labeller=labeller)  # fmt: skip
     flipped_any, anchored, absent_seen = False, 0, 0
     for epoch in range(3):
         augmented = GroundingDataset(groups, SIZE, scenes=scenes, attributes=attributes,
-                                     absent=absent, absent_fraction=0.5)  # fmt: skip
+                                     absent=absent, absent_fraction=0.5,
+                                     labeller=labeller)  # fmt: skip
         augmented.set_epoch(epoch)
         for index, group in enumerate(groups):
             item, shown = plain[index], augmented[index]

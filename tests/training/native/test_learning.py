@@ -11,7 +11,8 @@ import pytest
 
 from sceneloc.data.synth import generate
 from sceneloc.evaluation import evaluate_baseline
-from sceneloc.native.train import TrainOptions, train
+from sceneloc.training import train
+from sceneloc.training.native import NativeOptions
 
 SCENES = {"size": 256, "min_objects": 12, "max_objects": 20, "queries_per_image": 10}
 
@@ -26,11 +27,11 @@ def scenes(tmp_path_factory):
 
 def test_accuracy_climbs_well_above_the_same_shape_baseline(scenes, tmp_path):
     test = scenes / "test" / "annotations.jsonl"
-    options = TrainOptions.build(
+    options = NativeOptions.build(
         "synthetic-cpu", data=str(scenes / "train" / "annotations.jsonl"), val=str(test),
         out=str(tmp_path / "run"), epochs=6,
     )  # fmt: skip
-    curve = [record.val_acc for record in train(options)]
+    curve = [record.validation["val_acc"] for record in train(options)]
     baseline = evaluate_baseline(test, "same-shape").to_dict()["acc@0.5"]
     assert curve[-1] > curve[0] + 0.15, curve
     assert max(curve) > baseline + 0.05, (curve, baseline)

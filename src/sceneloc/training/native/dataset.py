@@ -2,7 +2,9 @@
 
 A batch holds a few images and all their queries, so each image is encoded once per step
 however many queries refer to it (RefCOCO images carry several expressions, synthetic
-scenes six).
+scenes several). What the data says beyond one box per query (every object of a scene file,
+what a query says of them, which queries are certainly absent) comes from
+:mod:`sceneloc.data.scenes` and the strategies of :mod:`~sceneloc.training.native.queries`.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from sceneloc.data.format import Sample, read_jsonl
-from sceneloc.data.synth import SceneObject, anchor_index, described, parse_query, resolve
+from sceneloc.data.format import Sample
+from sceneloc.data.scenes import SceneRecord, Scenes
 from sceneloc.errors import DataFormatError, SceneLocError
-from sceneloc.evaluation.baselines import SCENES_FILE
 from sceneloc.images import load_image
 from sceneloc.native.config import NativeConfig
 from sceneloc.native.processing import resize, to_normalized, tokenize
@@ -60,79 +61,6 @@ def group_by_image(samples: Iterable[Sample], root: Path) -> list[ImageGroup]:
     return list(groups.values())
 
 
-class SceneAnnotations:
-    """Every object of every image, from a ``scenes.jsonl`` (the synthetic generator's).
-
-    Attribute targets cover every object: an object of a held-out colour-shape pair is
-    labelled with its colour and its shape separately, while no query, absent ones
-    included, names the pair.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.objects: dict[str, list[dict[str, Any]]] = {}
-        self.sizes: dict[str, tuple[int, int]] = {}
-        self._resolvable: dict[str, list[SceneObject]] = {}
-        for _, record in read_jsonl(path):
-            image_id = str(record.get("image_id"))
-            self.objects[image_id] = record.get("objects", [])
-            self.sizes[image_id] = (record.get("width", 1), record.get("height", 1))
-
-    @classmethod
-    def beside(cls, data: Path) -> SceneAnnotations | None:
-        """The annotations in the data file's folder, if it has them."""
-        path = data.parent / SCENES_FILE
-        return cls(path) if path.is_file() else None
-
-    def attributes(self) -> dict[str, list[str]]:
-        """Each text-valued object field (colour, shape, size) and its values, sorted."""
-        values: dict[str, set[str]] = {}
-        for objects in self.objects.values():
-            for obj in objects:
-                for name, value in obj.items():
-                    if isinstance(value, str):
-                        values.setdefault(name, set()).add(value)
-        return {name: sorted(found) for name, found in sorted(values.items())}
-
-    def targets(self, image_id: str | None, attributes: dict[str, list[str]]) -> list[list[float]]:
-        """``[cx, cy, w, h, class of each attribute...]`` per object, the box normalised."""
-        if image_id not in self.objects:
-            return []
-        width, height = self.sizes[image_id]
-        rows = []
-        for obj in self.objects[image_id]:
-            x1, y1, x2, y2 = obj["box"]
-            labels = [
-                values.index(obj[name]) if obj.get(name) in values else IGNORE
-                for name, values in attributes.items()
-            ]
-            rows.append([*to_normalized([x1, y1, x2, y2], width, height), *labels])
-        return rows
-
-    def query_labels(self, image_id: str | None, query: str) -> QueryLabels:
-        """What a synthetic query says about the scene's objects, read by resolving it:
-        which of them fit the description of its referent ("the second *star* from the
-        left": every star) and the centre of the thing it places its referent relative to
-        ("the circle left of *the blue square*", "the star inside *the circle*"). Empty for
-        a query outside the synthetic grammar."""
-        if image_id not in self.objects:
-            return QueryLabels()
-        try:
-            spec = parse_query(query)
-        except ValueError:
-            return QueryLabels()
-        if image_id not in self._resolvable:  # once per image, not per query
-            self._resolvable[image_id] = [SceneObject.from_dict(o) for o in self.objects[image_id]]
-        objects = self._resolvable[image_id]
-        fits = [float(described(spec).matches(obj)) for obj in objects]
-        position = anchor_index(spec)
-        matches = resolve(spec, objects) if position is not None else []
-        if len(matches) != 1:
-            return QueryLabels(fits)
-        anchor = next(obj for obj in objects if obj.id == matches[0][position])
-        width, height = self.sizes[image_id]
-        return QueryLabels(fits, to_normalized(list(anchor.box), width, height)[:2])
-
-
 @dataclass
 class QueryLabels:
     """Per query, for the model's spatial reasoning: 1/0 per object of the image for "fits
@@ -142,52 +70,53 @@ class QueryLabels:
     anchor: list[float] | None = None
 
 
+class QueryLabeller(Protocol):
+    """What a query says about its image's objects: which of them fit the description of
+    its referent ("the second *star* from the left": every star) and where the thing it
+    places its referent relative to is ("the circle left of *the blue square*"); empty
+    labels for what it cannot tell."""
+
+    def __call__(self, scene: SceneRecord, query: str) -> QueryLabels: ...
+
+
+class AbsentSampler(Protocol):
+    """Queries whose referent is certainly not in an image, to teach the presence head."""
+
+    def sample(self, group: ImageGroup, rng: np.random.Generator) -> str | None:
+        """One such query for the image; ``None`` when there is none to ask this time."""
+        ...
+
+
 #: Label of an attribute the loss ignores (PyTorch's ``ignore_index`` default).
 IGNORE = -100
 
 
-class AbsentQueries:
-    """Queries whose referent is certainly not in an image, to teach the presence head.
-
-    With scene annotations, a colour-shape pair missing from the image is asked for;
-    otherwise a query of another image is borrowed, which for real photos is almost always
-    absent.
-    """
-
-    def __init__(self, groups: list[ImageGroup], scenes: SceneAnnotations | None) -> None:
-        self.groups = groups
-        self.present_pairs: dict[str, set[tuple[str, str]]] | None = None
-        if scenes is not None:
-            from sceneloc.data.synth import COLORS, HELD_OUT, SHAPES
-
-            self.pairs = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT]
-            self.present_pairs = {
-                image_id: {(o.get("color"), o.get("shape")) for o in objects}
-                for image_id, objects in scenes.objects.items()
-            }
-
-    def missing_pairs(self, image_id: str | None) -> list[tuple[str, str]] | None:
-        """The (colour, shape) pairs the image lacks; ``None`` without its annotations."""
-        if self.present_pairs is None or image_id not in self.present_pairs:
-            return None
-        present = self.present_pairs[image_id]
-        return [pair for pair in self.pairs if pair not in present]
-
-    def sample(self, group: ImageGroup, rng: np.random.Generator) -> str | None:
-        absent = self.missing_pairs(group.image_id)
-        if absent is not None:
-            if not absent:
-                return None
-            color, shape = absent[rng.integers(len(absent))]
-            return f"the {color} {shape}"
-        other = self.groups[rng.integers(len(self.groups))]
-        if other is group:
-            return None
-        return other.queries[rng.integers(len(other.queries))]
+def object_targets(
+    scene: SceneRecord | None, attributes: dict[str, list[str]]
+) -> list[list[float]]:
+    """``[cx, cy, w, h, class of each attribute...]`` per object of the scene, the box
+    normalised; an attribute the object lacks (or a value outside ``attributes``) is
+    :data:`IGNORE`. Every object is labelled: one of a held-out colour-shape pair gets its
+    colour and its shape separately, while no query, absent ones included, names the pair."""
+    if scene is None:
+        return []
+    rows = []
+    for obj in scene.objects:
+        labels = [
+            values.index(obj.attributes[name]) if obj.attributes.get(name) in values else IGNORE
+            for name, values in attributes.items()
+        ]
+        rows.append([*to_normalized(list(obj.box), scene.width, scene.height), *labels])
+    return rows
 
 
 class GroundingDataset(torch.utils.data.Dataset):
-    """Items are images with their queries; randomness is fixed by (seed, epoch, index)."""
+    """Items are images with their queries; randomness is fixed by (seed, epoch, index).
+
+    With ``scenes`` and ``attributes``, items also carry every object's box and attribute
+    targets, and per query what ``labeller`` says of it (nothing without one). ``absent``
+    adds queries whose referent is not in the image, ``absent_fraction`` of them per query.
+    """
 
     def __init__(
         self,
@@ -195,13 +124,13 @@ class GroundingDataset(torch.utils.data.Dataset):
         image_size: int,
         seed: int = 0,
         augment: bool = True,
-        absent: AbsentQueries | None = None,
+        absent: AbsentSampler | None = None,
         absent_fraction: float = 0.0,
         cache_images: bool = False,
-        scenes: SceneAnnotations | None = None,
+        scenes: Scenes | None = None,
         attributes: dict[str, list[str]] | None = None,
+        labeller: QueryLabeller | None = None,
     ) -> None:
-        """With ``scenes`` and ``attributes``, items carry every object's attribute targets."""
         self.groups = groups
         self.image_size = image_size
         self.seed = seed
@@ -210,6 +139,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         self.absent_fraction = absent_fraction
         self.scenes = scenes if attributes else None
         self.attributes = attributes or {}
+        self.labeller = labeller
         self.cache: dict[int, tuple[np.ndarray, tuple[int, int]]] | None = (
             {} if cache_images else None
         )
@@ -222,13 +152,20 @@ class GroundingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
+    def _scene(self, group: ImageGroup) -> SceneRecord | None:
+        return self.scenes.find(group.image_id, group.path) if self.scenes else None
+
+    def _label(self, scene: SceneRecord | None, query: str) -> QueryLabels:
+        if scene is None or self.labeller is None:
+            return QueryLabels()
+        return self.labeller(scene, query)
+
     def _labels(self, index: int) -> list[QueryLabels]:
-        """The image's own queries' labels (:meth:`SceneAnnotations.query_labels`), kept."""
+        """The image's own queries' labels, kept (resolving a query is not free)."""
         if index not in self.labels:
             group = self.groups[index]
-            self.labels[index] = [
-                self.scenes.query_labels(group.image_id, q) for q in group.queries
-            ]
+            scene = self._scene(group)
+            self.labels[index] = [self._label(scene, query) for query in group.queries]
         return list(self.labels[index])
 
     def _pixels(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -260,10 +197,10 @@ class GroundingDataset(torch.utils.data.Dataset):
                     present.append(0.0)
         item = {"queries": queries, "boxes": boxes, "present": present}
         if self.scenes is not None:
-            item["objects"] = self.scenes.targets(group.image_id, self.attributes)
+            scene = self._scene(group)
+            item["objects"] = object_targets(scene, self.attributes)
             item["labels"] = self._labels(index) + [
-                self.scenes.query_labels(group.image_id, query)
-                for query in queries[len(group.queries) :]
+                self._label(scene, query) for query in queries[len(group.queries) :]
             ]
         if self.augment and rng.random() < 0.5:
             pixels = pixels[:, :, ::-1].copy()

@@ -1,0 +1,214 @@
+"""The training loop every task shares, on Accelerate (one code path for 1..N devices).
+
+``sceneloc train ...`` runs it on one device, ``accelerate launch -m sceneloc train ...``
+across processes, each taking its share of the data. AdamW, warm-up then a decay
+(:mod:`~sceneloc.training.schedule`), gradient clipping, bf16 on GPUs, a checkpoint each
+epoch (``last/``) and the best by the task's first validation metric (``best/``), metrics
+to CSV and TensorBoard, ``resume``. Progress goes to a callback, so the library draws no
+progress bar (the CLI does).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from sceneloc.training.options import TrainingError, TrainingOptions
+from sceneloc.training.schedule import Clock, lr_factor
+from sceneloc.training.state import (
+    STATE_FILE,
+    EpochRecord,
+    RunState,
+    append_csv,
+    read_state,
+    write_rank_report,
+    write_state,
+)
+from sceneloc.training.task import TrainingTask
+
+logger = logging.getLogger(__name__)
+
+#: Steps between log lines (for runs whose progress nobody watches).
+LOG_EVERY = 50
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where the run is, after each step (and once before the first)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float | None = None
+
+    @property
+    def description(self) -> str:
+        loss = f" loss {self.loss:.3f}" if self.loss is not None else ""
+        return f"epoch {self.epoch}{loss}"
+
+
+ProgressCallback = Callable[[TrainingProgress], None]
+
+
+class Trainer:
+    """Runs one task; ``progress`` is called on the main process only."""
+
+    def __init__(self, task: TrainingTask, progress: ProgressCallback | None = None) -> None:
+        self.task = task
+        self.options = task.options
+        self.out = Path(task.options.out)
+        self.progress = progress
+
+    def run(self) -> list[EpochRecord]:
+        """Train and save ``out/last`` and ``out/best``; returns one record per epoch."""
+        options, task, out = self.options, self.task, self.out
+        set_seed(options.seed)
+        accelerator = Accelerator(
+            # Without an accelerator, processes started by a launcher train on CPUs (gloo).
+            cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+            mixed_precision="bf16" if _bf16_gpu() else "no",
+            log_with="tensorboard",
+            project_dir=str(out),
+        )
+        task.prepare()
+        self._check_outputs()
+        state = read_state(out) if options.resume else None
+        model = task.build_model(out / "last" if state is not None else None)
+        dataset = task.dataset()
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=options.batch_size, shuffle=True, num_workers=options.num_workers,
+            collate_fn=task.collator(), generator=torch.Generator().manual_seed(options.seed),
+        )  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            [{"params": params, "lr": options.lr * scale}
+             for params, scale in task.parameter_groups(model) if params],
+            weight_decay=options.weight_decay,
+        )  # fmt: skip
+        base_lrs = [group["lr"] for group in optimizer.param_groups]  # before a resume's decay
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        if state is not None:
+            accelerator.load_state(str(out / "state"))
+        start_epoch = state.epoch + 1 if state else 0
+        step = state.step if state else 0
+        best = state.best if state else -1.0
+        total_steps = max(1, options.epochs * len(loader))
+        budget = options.max_minutes * 60 if options.max_minutes else None
+        factor = lr_factor(options.warmup_fraction, options.lr_schedule)
+        accelerator.init_trackers("sceneloc-train")
+        clock = Clock(accelerator, already=state.seconds if state else 0.0)
+        records: list[EpochRecord] = []
+        queries_seen = 0
+        self._report(accelerator, TrainingProgress(step, total_steps, start_epoch + 1))
+        for epoch in range(start_epoch, options.epochs):
+            dataset.set_epoch(epoch)
+            model.train()
+            losses = []
+            for batch in loader:
+                elapsed = clock.elapsed()
+                done = max(step / total_steps, elapsed / budget if budget else 0.0)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor(done)
+                queries_seen += task.queries_in(batch)
+                loss = task.loss(model, batch)
+                accelerator.backward(loss)
+                if options.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+                step += 1
+                losses.append(loss.item())
+                report = TrainingProgress(step, total_steps, epoch + 1, losses[-1])
+                self._report(accelerator, report)
+                if step % LOG_EVERY == 0:
+                    logger.info("step %d, %s", step, report.description)
+                if budget and elapsed > budget:
+                    break
+            record = self._end_epoch(
+                accelerator, model, epoch, step, losses, clock.elapsed(),
+                optimizer.param_groups[0]["lr"],
+            )  # fmt: skip
+            records.append(record)
+            score = record.validation.get(task.metrics[0]) if task.metrics else None
+            improved = score is not None and score > best
+            if improved or options.val is None:
+                best = score if improved else best
+                if accelerator.is_main_process:
+                    shutil.copytree(out / "last", out / "best", dirs_exist_ok=True)
+            accelerator.save_state(str(out / "state"))
+            seconds = clock.elapsed()  # on every process: the clock is a collective
+            if accelerator.is_main_process:
+                write_state(out, RunState(epoch, step, best, seconds))
+            if budget and seconds > budget:
+                logger.info("time budget of %.1f minutes reached", options.max_minutes)
+                break
+        if accelerator.num_processes > 1:
+            unwrapped = accelerator.unwrap_model(model)
+            rank, world = accelerator.process_index, accelerator.num_processes
+            write_rank_report(out, rank, world, unwrapped, queries_seen, len(loader))
+        # Every process reaches this point before the process group goes: destroying it while a
+        # peer is still busy can hang (pytorch/pytorch#75097).
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return records
+
+    def _check_outputs(self) -> None:
+        """Find a missing validation file and an unusable ``--out`` now."""
+        options, out = self.options, self.out
+        if options.val and not Path(options.val).is_file():
+            raise TrainingError(f"validation file not found: {options.val}")
+        if not options.resume and (out / STATE_FILE).exists():
+            raise TrainingError(
+                f"{out} holds a training run; pass --resume or choose another --out"
+            )
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainingError(f"cannot write to {out}: {exc.strerror or exc}") from None
+
+    def _report(self, accelerator: Accelerator, progress: TrainingProgress) -> None:
+        if self.progress is not None and accelerator.is_main_process:
+            self.progress(progress)
+
+    def _end_epoch(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        epoch: int,
+        step: int,
+        losses: list[float],
+        seconds: float,
+        lr: float,
+    ) -> EpochRecord:
+        """Validate, save ``last/``, log to CSV and TensorBoard."""
+        accelerator.wait_for_everyone()
+        validation: dict[str, float | None] = dict.fromkeys(self.task.metrics)
+        if accelerator.is_main_process:
+            if self.options.val:
+                validation.update(self.task.validate(accelerator.unwrap_model(model)))
+            self.task.save(accelerator.unwrap_model(model), self.out / "last")
+        record = EpochRecord(epoch + 1, step, round(seconds, 1),
+                             sum(losses) / max(1, len(losses)), lr, validation)  # fmt: skip
+        if accelerator.is_main_process:
+            append_csv(self.out / "metrics.csv", record)
+            logger.info("epoch %s", record)
+        accelerator.log(
+            {k: v for k, v in record.row().items() if v is not None and k != "step"}, step=step
+        )
+        model.train()
+        return record
+
+
+def train(options: TrainingOptions, progress: ProgressCallback | None = None) -> list[EpochRecord]:
+    """Train the task ``options`` describe; returns one record per epoch."""
+    return Trainer(options.make_task(), progress).run()
+
+
+def _bf16_gpu() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

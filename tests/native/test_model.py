@@ -86,16 +86,15 @@ def test_one_box_and_presence_logit_per_query(fusion):
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
-def test_boxes_are_normalised_centre_and_size(fusion):
-    model = tiny_model(fusion).eval()
-    with torch.no_grad():
-        boxes = model(**batch()).boxes
-    cx, cy, w, h = boxes.unbind(-1)
-    # A centre may lie at most half a grid cell outside the image; sizes are fractions.
-    margin = 0.5 / GRID
-    assert ((cx >= -margin) & (cx <= 1 + margin)).all()
-    assert ((cy >= -margin) & (cy <= 1 + margin)).all()
-    assert ((w > 0) & (w <= 1) & (h > 0) & (h <= 1)).all()
+def test_cell_boxes_are_centred_on_their_cell_and_reach_half_a_cell_out():
+    grid = (2, 4)  # rows, columns
+    neutral, far = torch.zeros(1, 8, 4), torch.full((1, 8, 4), 50.0)
+    centred = NativeGroundingModel._cell_boxes(neutral, grid)[0]
+    # Raw zeros: each cell's own centre, row-major, and half the image on each side.
+    assert centred[5].tolist() == pytest.approx([1.5 / 4, 1.5 / 2, 0.5, 0.5])
+    # Saturated raw outputs: half a cell past the cell's far corner, the whole image.
+    stretched = NativeGroundingModel._cell_boxes(far, grid)[0]
+    assert stretched[5].tolist() == pytest.approx([2.5 / 4, 2.5 / 2, 1.0, 1.0])
 
 
 def test_queries_without_image_index_pair_with_images_in_order():

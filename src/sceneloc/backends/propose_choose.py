@@ -18,10 +18,10 @@ the one meant. It is a single candidate: the chooser ranks nothing else.
 
 When there is nothing to choose from (the query names no noun, or the proposer finds no
 instance) and when the chooser says none of the candidates fits, the chooser's own answer
-to the whole query (its ``predict``) is given instead. A "none" usually means the proposer
-missed the referent (a word it reads differently, an instance under its threshold), and the
-chooser's own answer still says "not there" by giving no box, or boxes scoring under the
-threshold.
+to the whole query (its ``predict``) is given instead. A "none" leads there too: where the
+referent is in the image, the proposer missed it (a word it reads differently, an instance
+under its threshold); where it is not, the chooser's own answer says so by giving no box,
+or boxes scoring under the threshold.
 
 The two components are any locate backends: the proposer any, the chooser one that can
 also choose (:class:`Chooser`). A pipeline's checkpoint names them, ``"proposer+chooser"``.
@@ -76,12 +76,12 @@ class ProposeChooseBackend(Backend):
         proposer: Backend,
         chooser: Chooser,
         checkpoint: str | None = None,
-        max_candidates: int = 16,
+        max_candidates: int = 9,
         proposer_threshold: float | None = None,
     ) -> None:
-        """``max_candidates``: instances shown to the chooser, best first, so its prompt stays
-        readable. ``proposer_threshold``: the score an instance needs (default: the
-        proposer's own default threshold)."""
+        """``max_candidates``: instances shown to the chooser, best first: as many as it can
+        number with one digit, so that its answer is one token. ``proposer_threshold``: the
+        score an instance needs (default: the proposer's own default threshold)."""
         if not isinstance(chooser, Chooser):
             raise SceneLocError(
                 f"{type(chooser).__name__} cannot choose among candidates: the chooser must be "

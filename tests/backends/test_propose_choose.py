@@ -149,7 +149,9 @@ def test_the_pipelines_are_registered_for_locate():
     assert models["sam3+qwen3-vl"].checkpoint == "sam3+qwen3-vl-4b"
     assert models["grounding-dino+qwen3-vl"].checkpoint == "grounding-dino-base+qwen3-vl-4b"
     assert models["sam3+qwen3-vl"].family.cls is SegmentAndChooseBackend
-    assert models["grounding-dino+qwen3-vl"].family.cls is DetectAndChooseBackend
+    assert models["omdet-turbo+qwen3-vl"].checkpoint == "omdet-turbo+qwen3-vl-4b"
+    for detector in ("grounding-dino", "omdet-turbo"):
+        assert models[f"{detector}+qwen3-vl"].family.cls is DetectAndChooseBackend
 
 
 @pytest.fixture

@@ -183,6 +183,12 @@ class SegmentAndChooseBackend(ProposeChooseBackend):
             "Grounding DINO proposes boxes of the query's noun, Qwen3-VL chooses one "
             "(no gated weights)",
         ),
+        Model(
+            "omdet-turbo+qwen3-vl",
+            "omdet-turbo+qwen3-vl-4b",
+            "OmDet-Turbo proposes boxes of the query's noun, Qwen3-VL chooses one (the cheap "
+            "proposer)",
+        ),
     ],
 )
 class DetectAndChooseBackend(ProposeChooseBackend):

@@ -145,6 +145,18 @@ def load(
 
     Extra keyword ``options`` go to the backend (for example ``detector=`` for ``clip-rerank``).
     """
+    return Grounder(load_backend(name_or_path, task, device, dtype, **options), name_or_path)
+
+
+def load_backend(
+    name_or_path: str,
+    task: Task | str = Task.LOCATE,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    **options,
+) -> Backend:
+    """The backend :func:`load` wraps, with its model's settings; pipelines build their
+    components with it."""
     model = resolve(name_or_path, task)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device, model.settings.half_precision)
@@ -155,4 +167,4 @@ def load(
         model.checkpoint, torch_device, torch_dtype, **options
     )
     backend.default_threshold = model.settings.default_threshold
-    return Grounder(backend, name_or_path)
+    return backend

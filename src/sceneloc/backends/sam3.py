@@ -225,7 +225,7 @@ def load_image_processor(checkpoint: str) -> Any:
         Model(
             "sam3",
             "facebook/sam3",
-            "SAM 3 (0.85B; gated: accept the licence on the hub); every instance of a noun "
+            "SAM 3 (0.84B; gated: accept the licence on the hub); every instance of a noun "
             "phrase, with masks and a presence score",
         ),
         Model(

@@ -68,3 +68,17 @@ def detector_dir(tmp_path_factory) -> Path:
     from checkpoints.clip import build_rt_detr
 
     return build_rt_detr(tmp_path_factory.mktemp("rt-detr"))
+
+
+@pytest.fixture(scope="session")
+def sam3_dir(tmp_path_factory) -> Path:
+    from checkpoints.sam3 import build_sam3
+
+    return build_sam3(tmp_path_factory.mktemp("sam3"))
+
+
+@pytest.fixture(scope="session")
+def sam3_lite_dir(tmp_path_factory) -> Path:
+    from checkpoints.sam3 import build_sam3
+
+    return build_sam3(tmp_path_factory.mktemp("sam3-lite"), lite=True)

@@ -1,16 +1,18 @@
-"""The Python API's contract, on a tiny Grounding DINO built on disk."""
+"""The Python API's contract, on a tiny Grounding DINO built on disk (masks on a tiny SAM 3)."""
 
 from __future__ import annotations
 
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import sceneloc
 from sceneloc.api import rank, resolve_dtype
+from sceneloc.masks import decode_rle
 from sceneloc.schema import LocateRecord
 from test_images import exif_rotated_jpeg
 
@@ -139,3 +141,38 @@ def test_rank_clips_drops_outside_and_sorts():
     assert [c.label for c in ranked] == ["b", "a"]
     assert ranked[1].box == [0.0, 0.0, 20.0, 30.0]
     assert [c.label for c in rank(raw, (100, 50), threshold=0.2, top_k=1)] == ["b"]
+
+
+@pytest.fixture(scope="module")
+def segmenter(sam3_dir):
+    return sceneloc.load(str(sam3_dir), device="cpu")
+
+
+def test_masks_follow_the_ranking_into_results(segmenter, scene):
+    (everything,) = segmenter.locate(scene, "the red square", threshold=0.0, top_k=100)
+    (best,) = segmenter.locate(scene, "the red square", threshold=0.0, top_k=2)
+    assert best.candidates.masks.shape == (2, 96, 160)
+    assert np.array_equal(best.candidates.masks, everything.candidates.masks[:2])
+    assert np.array_equal(best.best.mask, everything.candidates.masks[0])
+
+
+def test_masked_crops_and_masks_on_the_wire_only_when_asked(segmenter, scene, tmp_path):
+    answer = segmenter.locate(scene, ["the red square", "green"], threshold=0.0, top_k=2)
+    first = answer[0]
+    cut = first.crop(masked=True)
+    assert cut.mode == "RGBA" and cut.size == first.crop().size
+    x1, y1 = int(first.box[0]), int(first.box[1])
+    inside = first.candidates.masks[0][y1 : y1 + cut.height, x1 : x1 + cut.width]
+    assert np.array_equal(np.asarray(cut)[..., 3] > 0, inside)
+    assert answer.draw(masks=True).tobytes() != answer.draw().tobytes()
+    written = answer.save(tmp_path, "scene", masked=True)
+    assert [Image.open(p).mode for p in written] == ["RGB", "RGBA", "RGBA"]
+
+    plain = answer.to_dict()
+    assert all("mask" not in c for r in plain["results"] for c in r["candidates"])
+    payload = answer.to_dict(masks=True)
+    assert json.loads(json.dumps(payload)) == payload
+    assert LocateRecord.model_validate(payload).model_dump() == payload
+    for result, record in zip(answer, payload["results"]):
+        for mask, candidate in zip(result.candidates.masks, record["candidates"], strict=True):
+            assert np.array_equal(decode_rle(candidate["mask"]), mask)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from sceneloc import Candidate, Candidates, SceneLocError
+from sceneloc.masks import decode_rle
 
 
 @pytest.fixture
@@ -124,3 +125,100 @@ def test_tensors_on_any_device_become_float_arrays():
     found = Candidates.of(torch.tensor([[1, 2, 3, 4]], dtype=torch.float16), torch.ones(1), "x")
     assert found.boxes.dtype == np.float64 and found.boxes.tolist() == [[1, 2, 3, 4]]
     assert found.labels.tolist() == ["x"]
+
+
+# --- masks ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def segmented() -> Candidates:
+    """Three candidates on a 12 x 8 image, each mask the pixels of its own box."""
+    boxes = [[0, 0, 4, 4], [2, 0, 6, 4], [8, 4, 12, 8]]
+    masks = np.zeros((3, 8, 12), dtype=bool)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes):
+        mask[y1:y2, x1:x2] = True
+    return Candidates(boxes, [0.6, 0.9, 0.3], ["cat", "cat", "dog"], masks)
+
+
+def mask_extents(found: Candidates) -> list[list[float]]:
+    """Each mask's extent as a box, to tell whose mask it is."""
+    return [
+        [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        for ys, xs in (np.nonzero(mask) for mask in found.masks)
+    ]
+
+
+def test_masks_follow_every_selection(segmented):
+    for selected in (
+        segmented.sorted(),
+        segmented.top_k(2),
+        segmented.with_min_score(0.5),
+        segmented[[2, 0]],
+        segmented[segmented.labels == "cat"],
+        segmented.nms(0.3),
+        segmented.inside(8, 8),
+        Candidates.from_list(list(segmented)),
+    ):
+        assert selected.masks.shape == (len(selected), 8, 12)
+        assert mask_extents(selected) == selected.boxes.tolist()
+    assert mask_extents(segmented.top_k(2)) == [[2, 0, 6, 4], [0, 0, 4, 4]]
+    assert np.array_equal(segmented[1].mask, segmented.masks[1])
+    # Clipping boxes to an image leaves the masks, already that image's, as they are.
+    assert np.array_equal(segmented.clipped(10, 8).masks, segmented.masks)
+    assert Candidates.empty().masks is None and segmented[0:0].masks.shape == (0, 8, 12)
+    with pytest.raises(ValueError, match="one per candidate"):
+        Candidates([[0, 0, 1, 1]], [0.5], ["a"], np.zeros((2, 4, 4), bool))
+
+
+def test_merging_overlaps_unites_their_masks(segmented):
+    merged = segmented.merge_overlapping(0.3, metric="iou")
+    assert merged.boxes.tolist() == [[0, 0, 6, 4], [8, 4, 12, 8]]
+    assert mask_extents(merged) == merged.boxes.tolist()
+    assert merged.masks[0].sum() == 6 * 4
+
+
+def test_offset_places_tile_masks_into_the_image_or_drops_them(segmented):
+    placed = segmented.offset(20, 10, image_size=(40, 30))
+    assert placed.masks.shape == (3, 30, 40)
+    assert mask_extents(placed) == placed.boxes.tolist() == [
+        [20, 10, 24, 14], [22, 10, 26, 14], [28, 14, 32, 18],
+    ]  # fmt: skip
+    assert segmented.offset(20, 10).masks is None
+    with pytest.raises(ValueError, match="whole pixels"):
+        segmented.offset(0.5, 0, image_size=(40, 30))
+
+
+def test_concatenate_keeps_masks_only_when_every_part_has_them(segmented):
+    boxes_only = Candidates([[1, 1, 2, 2]], [0.5], ["bird"])
+    joined = Candidates.concatenate([segmented, Candidates.empty(), segmented[:1]])
+    assert joined.masks.shape == (4, 8, 12)
+    assert mask_extents(joined) == joined.boxes.tolist()
+    assert Candidates.concatenate([segmented, boxes_only]).masks is None
+    assert len(Candidates.concatenate([segmented, boxes_only])) == 4
+
+
+def test_masked_crop_is_the_cut_out(segmented, found):
+    image = Image.new("RGB", (12, 8), (10, 200, 30))
+    cut = segmented.crop(image, 1, masked=True)
+    assert cut.mode == "RGBA" and cut.size == (4, 4)
+    assert set(cut.getdata()) == {(10, 200, 30, 255)}
+    # A mask smaller than its box: transparent outside it.
+    hole = Candidates([[0, 0, 4, 4]], [0.5], ["ring"], np.ones((1, 8, 12), bool))
+    hole.masks[0, 1:3, 1:3] = False
+    alpha = np.asarray(hole.crop(image, 0, masked=True))[..., 3]
+    assert alpha.tolist() == [[255] * 4, [255, 0, 0, 255], [255, 0, 0, 255], [255] * 4]
+    assert segmented.crop(image, 1).mode == "RGB"
+    with pytest.raises(SceneLocError, match="boxes only"):
+        found.crop(image, 0, masked=True)
+
+
+@pytest.mark.filterwarnings("ignore:OpenCV")
+def test_to_coco_and_supervision_carry_the_masks(segmented):
+    records = segmented.to_coco(image_id=1, category_id=2)
+    for record, mask in zip(records, segmented.masks):
+        assert record["segmentation"]["size"] == [8, 12]
+        assert np.array_equal(decode_rle(record["segmentation"]), mask)
+    supervision = pytest.importorskip("supervision")
+    detections = segmented.to_supervision()
+    assert isinstance(detections, supervision.Detections)
+    assert np.array_equal(detections.mask, segmented.masks)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from typer.testing import CliRunner
 
 import sceneloc
@@ -80,3 +81,30 @@ def test_predictions_file_lines_are_result_records_with_an_id(grounder, scene, s
         assert PredictionRecord.model_validate(line).model_dump() == line
         assert line == {"id": sample.id, **result.to_record(exact=True).model_dump()}
         assert line["query"] == sample.query and line["box"] == result.box
+
+
+def test_cli_writes_masks_only_when_asked_and_only_from_models_that_segment(
+    sam3_dir, scene_path, tmp_path
+):
+    args = ["locate", str(scene_path), "-q", "the red square", "--model", str(sam3_dir),
+            "--device", "cpu", "--threshold", "0", "--json"]  # fmt: skip
+    plain = CliRunner().invoke(cli_app, args)
+    masked = CliRunner().invoke(cli_app, [*args, "--masks", "--out", str(tmp_path / "out")])
+    assert plain.exit_code == 0 and masked.exit_code == 0, masked.output
+    answer = sceneloc.load(str(sam3_dir), device="cpu").locate(
+        scene_path, "the red square", threshold=0.0
+    )
+    assert json.loads(plain.stdout) == answer.to_dict()
+    printed = json.loads(masked.stdout)
+    assert printed == answer.to_dict(masks=True)
+    assert LocateRecord.model_validate(printed).model_dump() == printed
+    candidates = printed["results"][0]["candidates"]
+    assert candidates and all(set(c["mask"]) == {"size", "counts"} for c in candidates)
+    crops = sorted((tmp_path / "out").glob("scene.crop*.png"))
+    assert [Image.open(p).mode for p in crops] == ["RGBA"]
+
+    refused = CliRunner().invoke(
+        cli_app, ["locate", str(scene_path), "-q", "x", "--model", DEMO_MODEL, "--masks"]
+    )
+    assert refused.exit_code == 2
+    assert "gives boxes only" in refused.stderr and "sam3" in refused.stderr

@@ -56,6 +56,8 @@ class Capability(str, Enum):
     SAFE_TO_TILE = "safe to tile"
     #: ``sceneloc train`` trains this family's models.
     TRAINABLE = "trainable"
+    #: Each candidate comes with its mask (the object's own pixels): cut-outs, RLE in the JSON.
+    MASKS = "masks"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from sceneloc.boxes import Box
@@ -23,6 +24,8 @@ PALETTE = (
     "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F",
     "#EDC948", "#B07AA1", "#FF9DA7", "#9C755F", "#BAB0AC",
 )  # fmt: skip
+#: How opaque a shaded mask is over the image, so the object stays visible beneath it.
+MASK_OPACITY = 0.45
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -36,7 +39,7 @@ class LocateResult:
 
     ``candidates`` are ranked best first; ``box`` and ``score`` are the best one's, or
     ``None`` when no candidate reached the threshold. ``image`` is the upright RGB image the
-    boxes refer to.
+    boxes (and, from models that segment, the candidates' masks) refer to.
     """
 
     query: str
@@ -61,22 +64,29 @@ class LocateResult:
     def found(self) -> bool:
         return len(self.candidates) > 0
 
-    def to_record(self, exact: bool = False) -> ResultRecord:
-        return result_record(self.query, self.box, self.score, self.candidates, exact=exact)
+    def to_record(self, exact: bool = False, masks: bool = False) -> ResultRecord:
+        return result_record(
+            self.query, self.box, self.score, self.candidates, exact=exact, masks=masks
+        )
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"query", "box", "score", "candidates"}``, as in ``sceneloc locate --json``."""
-        return self.to_record().model_dump()
+    def to_dict(self, masks: bool = False) -> dict[str, Any]:
+        """``{"query", "box", "score", "candidates"}``, as in ``sceneloc locate --json``;
+        ``masks`` adds each candidate's ``mask`` (COCO RLE) where the model segments."""
+        return self.to_record(masks=masks).model_dump()
 
-    def crop(self, index: int = 0) -> Image.Image | None:
-        """The region of candidate ``index`` (the best by default); ``None`` if there is none."""
+    def crop(self, index: int = 0, masked: bool = False) -> Image.Image | None:
+        """The region of candidate ``index`` (the best by default); ``None`` if there is none.
+
+        ``masked``: the cut-out, an RGBA image transparent outside the candidate's mask.
+        """
         if index >= len(self.candidates):
             return None
-        return self.candidates.crop(self.image, index)
+        return self.candidates.crop(self.image, index, masked=masked)
 
-    def draw(self, all_candidates: bool = False) -> Image.Image:
-        """A copy of the image with this result's box (or all its candidates) drawn."""
-        return draw_results(self.image, [self], all_candidates=all_candidates)
+    def draw(self, all_candidates: bool = False, masks: bool = False) -> Image.Image:
+        """A copy of the image with this result's box (or all its candidates) drawn;
+        ``masks`` shades each drawn candidate's mask too."""
+        return draw_results(self.image, [self], all_candidates=all_candidates, masks=masks)
 
 
 @dataclass(frozen=True)
@@ -107,29 +117,36 @@ class LocateAnswer(Sequence[LocateResult]):
     def __iter__(self) -> Iterator[LocateResult]:
         return iter(self.results)
 
-    def to_record(self, timing: bool = False) -> LocateRecord:
-        return locate_record(self, timing=timing)
+    def to_record(self, timing: bool = False, masks: bool = False) -> LocateRecord:
+        return locate_record(self, timing=timing, masks=masks)
 
-    def to_dict(self, timing: bool = False) -> dict[str, Any]:
-        """The ``sceneloc locate --json`` object (plus ``timing_ms`` with ``timing``)."""
-        return self.to_record(timing=timing).model_dump()
+    def to_dict(self, timing: bool = False, masks: bool = False) -> dict[str, Any]:
+        """The ``sceneloc locate --json`` object (plus ``timing_ms`` with ``timing``, and
+        each candidate's ``mask`` as COCO RLE with ``masks``, where the model segments)."""
+        return self.to_record(timing=timing, masks=masks).model_dump()
 
-    def draw(self, all_candidates: bool = False) -> Image.Image:
-        """A copy of the image with each query's best box (or all) in its own colour."""
-        return draw_results(self.image, self.results, all_candidates=all_candidates)
+    def draw(self, all_candidates: bool = False, masks: bool = False) -> Image.Image:
+        """A copy of the image with each query's best box (or all) in its own colour;
+        ``masks`` shades the drawn candidates' masks too."""
+        return draw_results(self.image, self.results, all_candidates=all_candidates, masks=masks)
 
-    def crops(self) -> list[Image.Image | None]:
-        """The best box's region of each query, ``None`` where nothing was found."""
-        return [result.crop() for result in self.results]
+    def crops(self, masked: bool = False) -> list[Image.Image | None]:
+        """The best box's region of each query (``masked``: its RGBA cut-out), ``None`` where
+        nothing was found."""
+        return [result.crop(masked=masked) for result in self.results]
 
-    def save(self, folder: str | Path, stem: str = "image") -> list[Path]:
-        """Write ``<stem>.annotated.png`` and one ``<stem>.cropNN.<query>.png`` per found query."""
+    def save(self, folder: str | Path, stem: str = "image", masked: bool = False) -> list[Path]:
+        """Write ``<stem>.annotated.png`` and one ``<stem>.cropNN.<query>.png`` per found query.
+
+        ``masked``: the masks shaded on the annotated image, and the crops as RGBA cut-outs.
+        """
         folder = Path(folder)
         written = [folder / f"{stem}.annotated.png"]
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            self.draw().save(written[0])
-            for index, (result, crop) in enumerate(zip(self.results, self.crops()), start=1):
+            self.draw(masks=masked).save(written[0])
+            crops = self.crops(masked=masked)
+            for index, (result, crop) in enumerate(zip(self.results, crops), start=1):
                 if crop is not None:
                     written.append(folder / f"{stem}.crop{index:02d}.{slug(result.query)}.png")
                     crop.save(written[-1])
@@ -139,10 +156,16 @@ class LocateAnswer(Sequence[LocateResult]):
 
 
 def draw_results(
-    image: Image.Image, results: Sequence[LocateResult], all_candidates: bool = False
+    image: Image.Image,
+    results: Sequence[LocateResult],
+    all_candidates: bool = False,
+    masks: bool = False,
 ) -> Image.Image:
-    """Draw each result's best box (or all candidates) in its own colour, with query and score."""
-    canvas = image.copy()
+    """Draw each result's best box (or all candidates) in its own colour, with query and score.
+
+    ``masks``: each drawn candidate's mask is shaded in its colour first, where it has one.
+    """
+    canvas = shade_masks(image, results, all_candidates) if masks else image.copy()
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 400))
     font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 60)))
@@ -159,4 +182,19 @@ def draw_results(
                 bbox = draw.textbbox((left + width, top + width), text, font=font)
                 draw.rectangle(bbox, fill=colour)
                 draw.text((left + width, top + width), text, fill="white", font=font)
+    return canvas
+
+
+def shade_masks(
+    image: Image.Image, results: Sequence[LocateResult], all_candidates: bool = False
+) -> Image.Image:
+    """A copy of the image with each result's drawn candidates' masks blended in its colour."""
+    canvas = image.convert("RGB")
+    for index, result in enumerate(results):
+        shown = result.candidates if all_candidates else result.candidates[:1]
+        if shown.masks is None or not len(shown):
+            continue
+        opacity = shown.masks.any(axis=0).astype(np.uint8) * round(255 * MASK_OPACITY)
+        colour = Image.new("RGB", canvas.size, PALETTE[index % len(PALETTE)])
+        canvas.paste(colour, (0, 0), Image.fromarray(opacity))
     return canvas

@@ -4,7 +4,9 @@
 :class:`LocateResponse` (the same plus the model time), ``sceneloc batch`` writes one
 :class:`ResultRecord` a line with its image, and ``--save-predictions`` writes one
 :class:`PredictionRecord` a line. All of them are built by :func:`result_record` (one query)
-and :func:`locate_record` (one image); the server hands these models to OpenAPI.
+and :func:`locate_record` (one image); the server hands these models to OpenAPI. A
+candidate's mask (COCO run-length encoding) is written only when asked for (``masks=True``,
+``sceneloc locate --masks``), so answers without masks keep their shape.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from sceneloc.boxes import Box
+from sceneloc.masks import encode_rle
 
 if TYPE_CHECKING:
     from sceneloc.candidates import Candidates
@@ -26,10 +29,23 @@ BOX_DESCRIPTION = "[x1, y1, x2, y2] in pixels of the upright image, clipped to i
 BOX_DECIMALS, SCORE_DECIMALS = 2, 4
 
 
+class MaskRecord(BaseModel):
+    """A mask as COCO's compressed run-length encoding (pycocotools reads it as it is)."""
+
+    size: list[int] = Field(description="[height, width] of the image.", min_length=2, max_length=2)
+    counts: str = Field(description="COCO compressed RLE of the mask, column by column.")
+
+
 class CandidateRecord(BaseModel):
     box: Box = Field(description=BOX_DESCRIPTION, min_length=4, max_length=4)
     score: float | None = Field(description="Null only where the source gives no score.")
     label: str = Field(description="The text span the box was matched to.")
+    mask: MaskRecord | None = Field(
+        default=None,
+        exclude_if=lambda mask: mask is None,
+        description="The candidate's mask; present only when masks were asked for and the "
+        "model segments.",
+    )
 
 
 class ResultRecord(BaseModel):
@@ -87,13 +103,20 @@ def result_record(
     candidates: Candidates | None,
     *,
     exact: bool = False,
+    masks: bool = False,
 ) -> ResultRecord:
-    """The record of one query's answer; ``exact`` keeps full floats (predictions files)."""
+    """The record of one query's answer; ``exact`` keeps full floats (predictions files),
+    ``masks`` adds each candidate's mask as RLE where the model gave one."""
     decimals = None if exact else SCORE_DECIMALS
     ranked = None
     if candidates is not None:
         ranked = [
-            CandidateRecord(box=_box(c.box, exact), score=_number(c.score, decimals), label=c.label)
+            CandidateRecord(
+                box=_box(c.box, exact),
+                score=_number(c.score, decimals),
+                label=c.label,
+                mask=encode_rle(c.mask) if masks and c.mask is not None else None,
+            )
             for c in candidates
         ]
     return ResultRecord(
@@ -101,13 +124,16 @@ def result_record(
     )
 
 
-def locate_record(answer: LocateAnswer, *, timing: bool = False) -> LocateRecord:
-    """The record of one image's answer; ``timing`` adds the model time (the HTTP answer)."""
+def locate_record(
+    answer: LocateAnswer, *, timing: bool = False, masks: bool = False
+) -> LocateRecord:
+    """The record of one image's answer; ``timing`` adds the model time (the HTTP answer),
+    ``masks`` the candidates' masks."""
     width, height = answer.image.size
     fields: dict[str, Any] = {
         "image": ImageRecord(path=answer.path, width=width, height=height),
         "model": answer.model,
-        "results": [result.to_record() for result in answer],
+        "results": [result.to_record(masks=masks) for result in answer],
     }
     if timing:
         return LocateResponse(**fields, timing_ms=round(answer.timing_ms, 2))

@@ -20,11 +20,13 @@ from transformers import (
     AutoModelForObjectDetection,
     AutoModelForZeroShotObjectDetection,
     AutoProcessor,
+    AutoTokenizer,
     PreTrainedModel,
 )
 
 import sceneloc
 from sceneloc.backends.base import Backend
+from sceneloc.backends.sam3 import load_image_processor
 
 QUERIES = ["the red square", "a green circle left of the blue triangle"]
 
@@ -72,6 +74,15 @@ def detector_inputs(checkpoint: Path, image: Image.Image) -> dict:
     return dict(AutoImageProcessor.from_pretrained(checkpoint)(images=image, return_tensors="pt"))
 
 
+def sam3_inputs(checkpoint: Path, image: Image.Image) -> dict:
+    """Pixels from sceneloc's image processor (transformers' needs torchvision) and the text
+    as ``Sam3Processor`` tokenizes it."""
+    pixels = load_image_processor(str(checkpoint))(images=image, return_tensors="pt")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    text = tokenizer(["the red square"], padding="max_length", max_length=32, return_tensors="pt")
+    return {"pixel_values": pixels["pixel_values"], **text}
+
+
 CASES = {
     "grounding-dino": Case(
         "grounding_dino_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
@@ -92,6 +103,8 @@ CASES = {
     "clip-rerank detector": Case(
         "detector_dir", lambda b: b.detector, AutoModelForObjectDetection, detector_inputs
     ),
+    "sam3": Case("sam3_dir", lambda b: b.model, AutoModel, sam3_inputs),
+    "sam3-lite": Case("sam3_lite_dir", lambda b: b.model, AutoModel, sam3_inputs),
 }  # fmt: skip
 
 

@@ -10,5 +10,6 @@ BACKEND_MODULES = (
     "florence2",
     "clip_rerank",
     "native",
+    "sam3",
     "propose_choose",
 )

@@ -33,6 +33,14 @@ def locate(
         Path | None, typer.Option(help="Folder for the annotated image and one crop per query.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout.")] = False,
+    masks: Annotated[
+        bool,
+        typer.Option(
+            "--masks",
+            help="From a model that segments: each candidate's mask (COCO RLE) in --json, "
+            "masks shaded on the --out image and crops cut out along them (RGBA).",
+        ),
+    ] = False,
 ) -> None:
     """Locate each query in IMAGE and print its box, score and candidates."""
     import sceneloc
@@ -40,20 +48,34 @@ def locate(
     try:
         picture = sceneloc.load_image(image)  # fail fast on bad input, before loading a model
         queries = sceneloc.api.normalize_queries(query)
+        if masks:
+            require_masks(model)
         grounder = sceneloc.load(model, device=device, dtype=dtype)
         answer = grounder.locate(picture.image, queries, threshold=threshold, top_k=top_k)
         answer = dataclasses.replace(answer, path=str(image))
         if out is not None:
-            answer.save(out, image.stem)
+            answer.save(out, image.stem, masked=masks)
     except SceneLocError as exc:
         raise fail(str(exc)) from None
-    payload = answer.to_dict()
+    payload = answer.to_dict(masks=masks)
     if as_json:
         typer.echo(json.dumps(payload))
     else:
         print_table(payload)
         if out is not None:
             console.print(f"wrote the annotated image and crops to {out}")
+
+
+def require_masks(model: str) -> None:
+    """Refuse ``--masks`` for a model that gives boxes only, before loading it."""
+    from sceneloc.registry import Capability, list_models, resolve
+
+    if Capability.MASKS in resolve(model, Task.LOCATE).family.capabilities:
+        return
+    able = [m.name for m in list_models(Task.LOCATE) if Capability.MASKS in m.family.capabilities]
+    raise SceneLocError(
+        f"--masks: {model} gives boxes only; models that segment: {', '.join(able) or 'none'}"
+    )
 
 
 def print_table(payload: dict) -> None:

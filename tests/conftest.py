@@ -68,3 +68,17 @@ def detector_dir(tmp_path_factory) -> Path:
     from checkpoints.clip import build_rt_detr
 
     return build_rt_detr(tmp_path_factory.mktemp("rt-detr"))
+
+
+@pytest.fixture(scope="session")
+def qwen3_vl_dir(tmp_path_factory) -> Path:
+    from checkpoints.qwen_vl import build_qwen3_vl
+
+    return build_qwen3_vl(tmp_path_factory.mktemp("qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def qwen2_5_vl_dir(tmp_path_factory) -> Path:
+    from checkpoints.qwen_vl import build_qwen2_5_vl
+
+    return build_qwen2_5_vl(tmp_path_factory.mktemp("qwen2.5-vl"))

@@ -24,7 +24,9 @@ from transformers import (
 )
 
 import sceneloc
+from checkpoints.qwen_vl import plain_processor, prompt_inputs
 from sceneloc.backends.base import Backend
+from sceneloc.backends.qwen_vl import GROUNDING_PROMPT
 
 QUERIES = ["the red square", "a green circle left of the blue triangle"]
 
@@ -72,6 +74,12 @@ def detector_inputs(checkpoint: Path, image: Image.Image) -> dict:
     return dict(AutoImageProcessor.from_pretrained(checkpoint)(images=image, return_tensors="pt"))
 
 
+def qwen_vl_inputs(checkpoint: Path, image: Image.Image) -> dict:
+    """The grounding prompt through transformers' own processor (PIL images, no video)."""
+    prompt = GROUNDING_PROMPT.format(query="the red square")
+    return prompt_inputs(plain_processor(checkpoint), image, prompt)
+
+
 CASES = {
     "grounding-dino": Case(
         "grounding_dino_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
@@ -91,6 +99,12 @@ CASES = {
     "clip-rerank CLIP": Case("clip_dir", lambda b: b.clip, AutoModel, prompted(["a red square"])),
     "clip-rerank detector": Case(
         "detector_dir", lambda b: b.detector, AutoModelForObjectDetection, detector_inputs
+    ),
+    "qwen3-vl": Case(
+        "qwen3_vl_dir", lambda b: b.model, AutoModelForImageTextToText, qwen_vl_inputs
+    ),
+    "qwen2.5-vl": Case(
+        "qwen2_5_vl_dir", lambda b: b.model, AutoModelForImageTextToText, qwen_vl_inputs
     ),
 }  # fmt: skip
 

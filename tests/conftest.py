@@ -82,3 +82,17 @@ def sam3_lite_dir(tmp_path_factory) -> Path:
     from checkpoints.sam3 import build_sam3
 
     return build_sam3(tmp_path_factory.mktemp("sam3-lite"), lite=True)
+
+
+@pytest.fixture(scope="session")
+def qwen3_vl_dir(tmp_path_factory) -> Path:
+    from checkpoints.qwen_vl import build_qwen3_vl
+
+    return build_qwen3_vl(tmp_path_factory.mktemp("qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def qwen2_5_vl_dir(tmp_path_factory) -> Path:
+    from checkpoints.qwen_vl import build_qwen2_5_vl
+
+    return build_qwen2_5_vl(tmp_path_factory.mktemp("qwen2.5-vl"))

@@ -100,11 +100,14 @@ class Grounder:
         queries: str | Sequence[str],
         threshold: float | None = None,
         top_k: int = 5,
+        **options,
     ) -> LocateAnswer:
         """Find what each query describes: the answer for the image, one result per query.
 
         ``image`` is a path, raw bytes or a PIL image. ``threshold`` defaults to the
-        backend's own; ``top_k`` caps the ranked candidates kept per query.
+        backend's own; ``top_k`` caps the ranked candidates kept per query. Extra keyword
+        ``options`` go to the backend's ``predict`` for this call (for example
+        ``max_pixels=`` for Qwen-VL).
         """
         texts = normalize_queries(queries)
         if top_k < 1:
@@ -113,7 +116,7 @@ class Grounder:
         picture = load_image(image).image
         started = time.perf_counter()
         with torch.inference_mode():
-            raw = self.backend.predict(picture, texts, threshold)
+            raw = self.backend.predict(picture, texts, threshold, **options)
         timing_ms = (time.perf_counter() - started) * 1000
         return LocateAnswer(
             image=picture,

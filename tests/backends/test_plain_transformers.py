@@ -25,7 +25,9 @@ from transformers import (
 )
 
 import sceneloc
+from checkpoints.qwen_vl import plain_processor, prompt_inputs
 from sceneloc.backends.base import Backend
+from sceneloc.backends.qwen_vl import GROUNDING_PROMPT
 from sceneloc.backends.sam3 import load_image_processor
 
 QUERIES = ["the red square", "a green circle left of the blue triangle"]
@@ -83,6 +85,12 @@ def sam3_inputs(checkpoint: Path, image: Image.Image) -> dict:
     return {"pixel_values": pixels["pixel_values"], **text}
 
 
+def qwen_vl_inputs(checkpoint: Path, image: Image.Image) -> dict:
+    """The grounding prompt through transformers' own processor (PIL images, no video)."""
+    prompt = GROUNDING_PROMPT.format(query="the red square")
+    return prompt_inputs(plain_processor(checkpoint), image, prompt)
+
+
 CASES = {
     "grounding-dino": Case(
         "grounding_dino_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
@@ -105,6 +113,12 @@ CASES = {
     ),
     "sam3": Case("sam3_dir", lambda b: b.model, AutoModel, sam3_inputs),
     "sam3-lite": Case("sam3_lite_dir", lambda b: b.model, AutoModel, sam3_inputs),
+    "qwen3-vl": Case(
+        "qwen3_vl_dir", lambda b: b.model, AutoModelForImageTextToText, qwen_vl_inputs
+    ),
+    "qwen2.5-vl": Case(
+        "qwen2_5_vl_dir", lambda b: b.model, AutoModelForImageTextToText, qwen_vl_inputs
+    ),
 }  # fmt: skip
 
 

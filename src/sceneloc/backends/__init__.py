@@ -11,5 +11,6 @@ BACKEND_MODULES = (
     "clip_rerank",
     "native",
     "sam3",
+    "qwen_vl",
     "propose_choose",
 )

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli.common import Device, Dtype, Threshold, TopK, console, fail
+from sceneloc.cli.common import (
+    Device,
+    Dtype,
+    MaxPixels,
+    Threshold,
+    TopK,
+    console,
+    fail,
+    model_options,
+)
 from sceneloc.errors import SceneLocError
 
 
@@ -41,6 +50,7 @@ def batch(
     top_k: TopK = 5,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    max_pixels: MaxPixels = None,
 ) -> None:
     """Ask the same queries about many images; run it again to resume where it stopped."""
     import sceneloc
@@ -55,7 +65,7 @@ def batch(
         paths = jobs.expand_images(images)
         texts = sceneloc.api.normalize_queries(query or jobs.read_queries(queries))
         jobs.read_finished(out)  # a bad --out fails before the model loads
-        grounder = sceneloc.load(model, device=device, dtype=dtype)
+        grounder = sceneloc.load(model, device=device, dtype=dtype, **model_options(max_pixels))
         summary = jobs.run_batch(
             grounder, paths, texts, out,
             crops=crops, workers=workers, threshold=threshold, top_k=top_k,

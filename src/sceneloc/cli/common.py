@@ -26,6 +26,19 @@ Threshold = Annotated[float | None, typer.Option(help="Minimum score (default: t
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Candidates kept per query.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 Dtype = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
+MaxPixels = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Image budget in pixels, for models that resize the image to one (Qwen-VL); "
+        "default: the model's own for the device.",
+    ),
+]
+
+
+def model_options(max_pixels: int | None) -> dict[str, int]:
+    """The backend options the user set on the command line (none when left at defaults)."""
+    return {} if max_pixels is None else {"max_pixels": max_pixels}
 
 
 def configure_logging(verbose: bool) -> None:

@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sceneloc.cli.common import Device, Dtype, Threshold, TopK, console, fail
+from sceneloc.cli.common import (
+    Device,
+    Dtype,
+    MaxPixels,
+    Threshold,
+    TopK,
+    console,
+    fail,
+    model_options,
+)
 from sceneloc.errors import SceneLocError
 from sceneloc.registry import Task, default_model
 
@@ -29,6 +38,7 @@ def locate(
     top_k: TopK = 5,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    max_pixels: MaxPixels = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the annotated image and one crop per query.")
     ] = None,
@@ -50,7 +60,7 @@ def locate(
         queries = sceneloc.api.normalize_queries(query)
         if masks:
             require_masks(model)
-        grounder = sceneloc.load(model, device=device, dtype=dtype)
+        grounder = sceneloc.load(model, device=device, dtype=dtype, **model_options(max_pixels))
         answer = grounder.locate(picture.image, queries, threshold=threshold, top_k=top_k)
         answer = dataclasses.replace(answer, path=str(image))
         if out is not None:

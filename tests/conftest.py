@@ -68,3 +68,10 @@ def detector_dir(tmp_path_factory) -> Path:
     from checkpoints.clip import build_rt_detr
 
     return build_rt_detr(tmp_path_factory.mktemp("rt-detr"))
+
+
+@pytest.fixture(scope="session")
+def omdet_turbo_dir(tmp_path_factory) -> Path:
+    from checkpoints.omdet_turbo import build_omdet_turbo
+
+    return build_omdet_turbo(tmp_path_factory.mktemp("omdet-turbo"))

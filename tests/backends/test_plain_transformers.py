@@ -24,6 +24,7 @@ from transformers import (
 )
 
 import sceneloc
+from checkpoints.omdet_turbo import processor as omdet_processor
 from sceneloc.backends.base import Backend
 
 QUERIES = ["the red square", "a green circle left of the blue triangle"]
@@ -72,6 +73,11 @@ def detector_inputs(checkpoint: Path, image: Image.Image) -> dict:
     return dict(AutoImageProcessor.from_pretrained(checkpoint)(images=image, return_tensors="pt"))
 
 
+def omdet_turbo_inputs(checkpoint: Path, image: Image.Image) -> dict:
+    processor = omdet_processor(checkpoint)
+    return dict(processor(images=image, text=["the red square"], return_tensors="pt"))
+
+
 CASES = {
     "grounding-dino": Case(
         "grounding_dino_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
@@ -91,6 +97,10 @@ CASES = {
     "clip-rerank CLIP": Case("clip_dir", lambda b: b.clip, AutoModel, prompted(["a red square"])),
     "clip-rerank detector": Case(
         "detector_dir", lambda b: b.detector, AutoModelForObjectDetection, detector_inputs
+    ),
+    "omdet-turbo": Case(
+        "omdet_turbo_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
+        omdet_turbo_inputs,
     ),
 }  # fmt: skip
 

@@ -4,4 +4,4 @@ A new backend is one new module here, decorated with
 :func:`sceneloc.registry.register_backend`, and its name added below.
 """
 
-BACKEND_MODULES = ("grounding_dino", "owlv2", "florence2", "clip_rerank", "native")
+BACKEND_MODULES = ("grounding_dino", "owlv2", "florence2", "clip_rerank", "native", "omdet_turbo")

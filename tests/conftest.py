@@ -96,3 +96,10 @@ def qwen2_5_vl_dir(tmp_path_factory) -> Path:
     from checkpoints.qwen_vl import build_qwen2_5_vl
 
     return build_qwen2_5_vl(tmp_path_factory.mktemp("qwen2.5-vl"))
+
+
+@pytest.fixture(scope="session")
+def omdet_turbo_dir(tmp_path_factory) -> Path:
+    from checkpoints.omdet_turbo import build_omdet_turbo
+
+    return build_omdet_turbo(tmp_path_factory.mktemp("omdet-turbo"))

@@ -25,6 +25,7 @@ from transformers import (
 )
 
 import sceneloc
+from checkpoints.omdet_turbo import processor as omdet_processor
 from checkpoints.qwen_vl import plain_processor, prompt_inputs
 from sceneloc.backends.base import Backend
 from sceneloc.backends.qwen_vl import GROUNDING_PROMPT
@@ -91,6 +92,11 @@ def qwen_vl_inputs(checkpoint: Path, image: Image.Image) -> dict:
     return prompt_inputs(plain_processor(checkpoint), image, prompt)
 
 
+def omdet_turbo_inputs(checkpoint: Path, image: Image.Image) -> dict:
+    processor = omdet_processor(checkpoint)
+    return dict(processor(images=image, text=["the red square"], return_tensors="pt"))
+
+
 CASES = {
     "grounding-dino": Case(
         "grounding_dino_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
@@ -118,6 +124,10 @@ CASES = {
     ),
     "qwen2.5-vl": Case(
         "qwen2_5_vl_dir", lambda b: b.model, AutoModelForImageTextToText, qwen_vl_inputs
+    ),
+    "omdet-turbo": Case(
+        "omdet_turbo_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
+        omdet_turbo_inputs,
     ),
 }  # fmt: skip
 

@@ -9,6 +9,7 @@ BACKEND_MODULES = (
     "owlv2",
     "florence2",
     "clip_rerank",
+    "omdet_turbo",
     "native",
     "sam3",
     "qwen_vl",

@@ -51,6 +51,11 @@ BACKENDS: dict[str, tuple[Callable[[Path], Path], dict]] = {
     # Random weights never end their answer: cap it at a typical grounding answer's length.
     "florence-2": (full_size.florence2, {"max_new_tokens": 24}),
     "clip-rerank": (full_size.clip_rerank, {}),
+    "omdet-turbo": (full_size.omdet_turbo, {}),
+    "sam3": (full_size.sam3, {}),
+    "sam3-lite": (full_size.sam3_lite, {}),
+    # About one fenced box with its label; the CPU's default image budget (512 x 512).
+    "qwen3-vl-2b": (full_size.qwen3_vl_2b, {"max_new_tokens": 40}),
 }
 
 

@@ -176,3 +176,10 @@ def test_masked_crops_and_masks_on_the_wire_only_when_asked(segmenter, scene, tm
     for result, record in zip(answer, payload["results"]):
         for mask, candidate in zip(result.candidates.masks, record["candidates"], strict=True):
             assert np.array_equal(decode_rle(candidate["mask"]), mask)
+
+
+def test_an_option_the_model_does_not_take_is_a_one_line_error(owlv2_dir, florence2_dir):
+    with pytest.raises(sceneloc.SceneLocError, match="no option max_pixels; its options: none"):
+        sceneloc.load(str(owlv2_dir), device="cpu", max_pixels=65536)
+    with pytest.raises(sceneloc.SceneLocError, match="its options: max_new_tokens"):
+        sceneloc.load(str(florence2_dir), device="cpu", beams=3)

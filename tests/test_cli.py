@@ -116,6 +116,7 @@ def test_bad_images_exit_2_with_one_line(kind, message, scene, tmp_path):
         (["-q", "x", "--model", "grounding-dino-tni"], "did you mean"),
         (["-q", "x", "--dtype", "float8"], "unknown dtype"),
         (["-q", "x", "--device", "tpu"], "unknown device"),
+        (["-q", "x", "--max-pixels", "65536"], "takes no option max_pixels"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message, image_path, grounding_dino_dir):

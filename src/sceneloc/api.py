@@ -161,6 +161,13 @@ def load_backend(
     """The backend :func:`load` wraps, with its model's settings; pipelines build their
     components with it."""
     model = resolve(name_or_path, task)
+    known = model.family.cls.option_names()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SceneLocError(
+            f"{name_or_path} ({model.family.name}) takes no option {', '.join(unknown)}; "
+            f"its options: {', '.join(known) or 'none'}"
+        )
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device, model.settings.half_precision)
     logger.info(

@@ -85,7 +85,6 @@ def test_one_box_and_presence_logit_per_query(fusion):
     assert torch.isfinite(out.boxes).all() and torch.isfinite(out.presence_logits).all()
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
 def test_cell_boxes_are_centred_on_their_cell_and_reach_half_a_cell_out():
     grid = (2, 4)  # rows, columns
     neutral, far = torch.zeros(1, 8, 4), torch.full((1, 8, 4), 50.0)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from PIL import Image
@@ -15,6 +16,8 @@ from sceneloc.candidates import Candidates
 from sceneloc.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from sceneloc.registry import BackendFamily
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,26 @@ class Backend(ABC):
         cls, checkpoint: str, device: torch.device, dtype: torch.dtype, **options: Any
     ) -> Self:
         """Load ``checkpoint`` onto ``device`` in ``dtype``; ``options`` are the family's own."""
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The options :meth:`from_pretrained` takes: its own keywords and, where it passes
+        ``**options`` on, the keyword parameters of ``__init__`` that have defaults (the
+        models themselves have none)."""
+        names: set[str] = set()
+        for function, wrapped in ((cls.from_pretrained, ("checkpoint", "device", "dtype")),
+                                  (cls.__init__, ("self", "checkpoint"))):  # fmt: skip
+            parameters = inspect.signature(function).parameters.values()
+            names |= {
+                p.name
+                for p in parameters
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name not in wrapped
+                and (function is cls.from_pretrained or p.default is not p.empty)
+            }
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                break
+        return sorted(names)
 
     @abstractmethod
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import sceneloc
 from sceneloc.cli import app
+from sceneloc.registry import default_model, resolve
 from test_images import exif_rotated_jpeg, huge_png_header, png_bytes
 
 runner = CliRunner()
@@ -191,3 +192,11 @@ def test_python_m_sceneloc_reports_an_internal_error_the_same_way(image_path):
     assert done.stderr.strip().splitlines() == [
         "error: locate failed: RuntimeError: boom (sceneloc --verbose shows the traceback)"
     ]
+
+
+def test_without_model_the_default_for_the_device_is_loaded(image_path):
+    result = locate(str(image_path), "-q", "x", "--device", "cpu")
+    # Offline, the default's hub checkpoint cannot be fetched: the one-line error names it.
+    assert result.exit_code == 2
+    checkpoint = resolve(default_model("locate", "cpu")).checkpoint
+    assert checkpoint in result.stderr and len(result.stderr.strip().splitlines()) == 1

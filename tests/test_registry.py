@@ -32,11 +32,15 @@ def test_every_issue_model_is_registered():
     assert {m.family for m in list_models()} <= set(list_backends())
 
 
-def test_each_task_has_a_registered_default_that_serves_it():
+def test_each_task_has_a_registered_default_for_each_kind_of_device():
     for task in registry.Task:
-        name = registry.default_model(task)
-        assert name in {m.name for m in list_models(task)}
-    assert registry.default_model() == "grounding-dino-base"
+        for kind in registry.DEVICE_KINDS:
+            name = registry.DEFAULT_MODELS[task][kind]
+            assert name in {m.name for m in list_models(task)}
+    on_cpu, on_gpu = (registry.DEFAULT_MODELS[registry.Task.LOCATE][k] for k in ("cpu", "gpu"))
+    assert registry.default_model("locate", "cpu") == on_cpu
+    assert registry.default_model("locate", "cuda:1") == registry.default_model("locate", "mps")
+    assert registry.default_model("locate", "cuda") == on_gpu
 
 
 def test_short_name_maps_to_hub_id():
@@ -158,7 +162,9 @@ def test_models_command_lists_tasks_and_the_default():
     result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
-    assert "grounding-dino-base (default for locate)" in rows
+    for kind, name in registry.DEFAULT_MODELS[registry.Task.LOCATE].items():
+        marked = [row for row in rows if row.startswith(f"{name} (default for")]
+        assert marked and f"locate on a {kind.upper()}" in marked[0], (name, list(rows))
     owlv2 = [cell.strip() for cell in rows["owlv2-base"].split("│")]
     assert owlv2[2] == "locate"
     assert "image encoded once per call" in owlv2[5]

@@ -13,7 +13,7 @@ from sceneloc.backends.base import Backend
 from sceneloc.candidates import Candidates
 from sceneloc.errors import InvalidQueryError, SceneLocError
 from sceneloc.images import ImageInput, load_image
-from sceneloc.registry import Task, resolve
+from sceneloc.registry import Task, default_model, resolve
 from sceneloc.results import LocateAnswer, LocateResult
 
 logger = logging.getLogger(__name__)
@@ -138,17 +138,20 @@ def rank(candidates: Candidates, size: tuple[int, int], threshold: float, top_k:
 
 
 def load(
-    name_or_path: str,
+    name_or_path: str | None = None,
     task: Task | str = Task.LOCATE,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     **options,
 ) -> Grounder:
-    """Load a model for ``task`` by short name (``sceneloc models``), hub id or local directory.
+    """Load a model for ``task`` by short name (``sceneloc models``), hub id or local directory;
+    without one, the task's default for the device (:func:`sceneloc.registry.default_model`).
 
     Extra keyword ``options`` go to the backend (for example ``detector=`` for ``clip-rerank``).
     """
-    return Grounder(load_backend(name_or_path, task, device, dtype, **options), name_or_path)
+    torch_device = resolve_device(device)
+    name = name_or_path or default_model(task, torch_device)
+    return Grounder(load_backend(name, task, torch_device, dtype, **options), name)
 
 
 def load_backend(

@@ -12,6 +12,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from sceneloc.errors import SceneLocError
+from sceneloc.registry import DEFAULT_MODELS, Task
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,6 +27,18 @@ Threshold = Annotated[float | None, typer.Option(help="Minimum score (default: t
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Candidates kept per query.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 Dtype = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Short name, hub id or local directory (default: "
+        + ", ".join(
+            f"{name} on a {kind.upper()}" for kind, name in DEFAULT_MODELS[Task.LOCATE].items()
+        )
+        + "; see `sceneloc models`).",
+    ),
+]
 MaxPixels = Annotated[
     int | None,
     typer.Option(

@@ -14,6 +14,7 @@ from sceneloc.cli.common import (
     Device,
     Dtype,
     MaxPixels,
+    Model,
     Threshold,
     TopK,
     console,
@@ -23,17 +24,13 @@ from sceneloc.cli.common import (
 from sceneloc.errors import SceneLocError
 from sceneloc.registry import Task, default_model
 
-DEFAULT_MODEL = default_model(Task.LOCATE)
-
 
 def locate(
     image: Annotated[Path, typer.Argument(help="Image file (JPEG, PNG, WebP, TIFF, ...).")],
     query: Annotated[
         list[str], typer.Option("--query", "-q", help="What to find; repeat for several queries.")
     ],
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Short name, hub id or local directory.")
-    ] = DEFAULT_MODEL,
+    model: Model = None,
     threshold: Threshold = None,
     top_k: TopK = 5,
     device: Device = "auto",
@@ -58,6 +55,7 @@ def locate(
     try:
         picture = sceneloc.load_image(image)  # fail fast on bad input, before loading a model
         queries = sceneloc.api.normalize_queries(query)
+        model = model or default_model(Task.LOCATE, sceneloc.api.resolve_device(device))
         if masks:
             require_masks(model)
         grounder = sceneloc.load(model, device=device, dtype=dtype, **model_options(max_pixels))
@@ -113,12 +111,15 @@ def models() -> None:
     """List the available models, the tasks they serve, their checkpoints and what each can do."""
     from sceneloc.registry import DEFAULT_MODELS, list_models
 
-    defaults = {name: task for task, name in DEFAULT_MODELS.items()}
+    defaults: dict[str, list[str]] = {}
+    for task, by_device in DEFAULT_MODELS.items():
+        for kind, name in by_device.items():
+            defaults.setdefault(name, []).append(f"{task.value} on a {kind.upper()}")
     table = Table(title="sceneloc models (any hub id or local directory of these types works too)")
     for column in ("name", "tasks", "checkpoint", "backend", "can do", "about"):
         table.add_column(column, overflow="fold")
     for info in list_models():
-        marker = f" (default for {defaults[info.name].value})" if info.name in defaults else ""
+        marker = f" (default for {', '.join(defaults[info.name])})" if info.name in defaults else ""
         table.add_row(
             info.name + marker, ", ".join(info.family.task_names()), info.checkpoint,
             info.family.name, ", ".join(info.family.capability_names()), info.description,

@@ -6,14 +6,11 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli.common import Device, Dtype, console, fail
-from sceneloc.cli.locate import DEFAULT_MODEL
+from sceneloc.cli.common import Device, Dtype, Model, console, fail
 
 
 def serve(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Short name, hub id or local directory.")
-    ] = DEFAULT_MODEL,
+    model: Model = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[
@@ -65,5 +62,5 @@ def serve(
         workers=workers,
         queue_limit=queue_limit,
     )
-    console.print(f"loaded {model} on {grounder.device}; web page at http://{host}:{port}/")
+    console.print(f"loaded {grounder.name} on {grounder.device}; web page at http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port)

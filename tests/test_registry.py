@@ -168,3 +168,18 @@ def test_models_command_lists_tasks_and_the_default():
     owlv2 = [cell.strip() for cell in rows["owlv2-base"].split("│")]
     assert owlv2[2] == "locate"
     assert "image encoded once per call" in owlv2[5]
+
+
+def test_a_gated_hub_model_says_how_to_get_it(monkeypatch):
+    from transformers import PretrainedConfig
+
+    def gated(checkpoint, **_):
+        # What transformers raises for a gated repository the user has no access to.
+        raise OSError(
+            "You are trying to access a gated repo.\nMake sure to have access to it at "
+            f"https://huggingface.co/{checkpoint}."
+        )
+
+    monkeypatch.setattr(PretrainedConfig, "get_config_dict", gated)
+    with pytest.raises(sceneloc.ModelNotFoundError, match=r"gated.*accept its licence.*hf auth"):
+        resolve("someone/gated-grounder")

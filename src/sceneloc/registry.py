@@ -230,6 +230,12 @@ def read_config(checkpoint: str) -> dict:
         config, _ = PretrainedConfig.get_config_dict(checkpoint)
     except (OSError, ValueError) as exc:
         logger.debug("config lookup failed for %s: %s", checkpoint, exc)
+        if "gated" in str(exc).lower():  # transformers' words for a gated repository
+            raise ModelNotFoundError(
+                f"cannot get model {checkpoint!r}: it is gated on the Hugging Face hub; accept "
+                "its licence on its hub page, then `hf auth login` (or set HF_TOKEN), or pass "
+                "a local directory"
+            ) from None
         raise ModelNotFoundError(
             f"cannot get model {checkpoint!r} from the Hugging Face hub: check the id, or, "
             "offline, download it once where there is network (then HF_HUB_OFFLINE=1 uses the "

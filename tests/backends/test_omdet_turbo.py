@@ -305,6 +305,24 @@ def test_timm_checkpoint_is_served_by_transformers_swin(omdet_turbo_timm_dir):
     assert not model.config.apply_layernorm_after_vision_backbone
 
 
+def test_timm_backbone_named_by_backbone_config(tmp_path, omdet_turbo_timm_dir, scene):
+    """The way transformers writes a timm backbone today (a ``backbone_config`` of type
+    ``timm_backbone``) loads as the released checkpoint's way does."""
+    other = shutil.copytree(omdet_turbo_timm_dir, tmp_path / "backbone-config")
+    config = json.loads((other / "config.json").read_text())
+    timm_keys = ("backbone", "backbone_kwargs", "use_timm_backbone")
+    config = {k: v for k, v in config.items() if k not in timm_keys}
+    config["backbone_config"] = json.loads(OmDetTurboConfig().to_json_string())["backbone_config"]
+    assert config["backbone_config"]["model_type"] == "timm_backbone"
+    (other / "config.json").write_text(json.dumps(config))
+    (got,) = sceneloc.load(str(other), device="cpu").locate(scene, "blue", threshold=0.0)
+    (want,) = sceneloc.load(str(omdet_turbo_timm_dir), device="cpu").locate(
+        scene, "blue", threshold=0.0
+    )
+    assert got.candidates
+    assert_same(got.candidates, want.candidates)
+
+
 def test_timm_checkpoint_errors(tmp_path, omdet_turbo_timm_dir):
     """A timm backbone other than Swin is a one-line error; missing weights are missing."""
     other = shutil.copytree(omdet_turbo_timm_dir, tmp_path / "resnet")

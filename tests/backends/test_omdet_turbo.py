@@ -3,20 +3,44 @@
 transformers' post-processing takes ``batched_nms`` from torchvision, which is not usable
 here; the reference gets torchvision's documented NMS written in plain torch instead, and
 everything else (inputs, forward, top-k, threshold, scaling, clipping) is transformers' own.
+For the checkpoint with timm's Swin, the reference is transformers' OmDet-Turbo as it runs
+with timm installed: its backbone's output is timm's feature maps (computed by
+``checkpoints.timm_swin``), normalised by OmDet-Turbo's own layer norms.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForZeroShotObjectDetection, OmDetTurboConfig
+from safetensors.torch import load_file
+from torch import nn
+from transformers import (
+    AutoModelForZeroShotObjectDetection,
+    OmDetTurboConfig,
+    OmDetTurboForObjectDetection,
+    SwinBackbone,
+)
+from transformers.modeling_outputs import BackboneOutput
 
 import sceneloc
-from checkpoints.omdet_turbo import IMAGE_MEAN, IMAGE_STD, image_processor, processor
+from checkpoints.omdet_turbo import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    TIMM_OUT_INDICES,
+    TIMM_PREFIX,
+    TIMM_SWIN,
+    build_omdet_turbo_timm,
+    image_processor,
+    processor,
+    timm_weights,
+)
+from checkpoints.timm_swin import timm_swin_features
 from sceneloc.api import rank
 from sceneloc.candidates import Candidates
 from sceneloc.registry import get_backend, list_models
@@ -48,15 +72,14 @@ def torchvision_batched_nms(
     return torch.tensor(kept, dtype=torch.long)
 
 
-@pytest.fixture
-def reference(omdet_turbo_dir, monkeypatch):
+def transformers_reference(model: OmDetTurboForObjectDetection, directory, monkeypatch):
     """One query asked alone, the model card's way: classes ``[query]``, transformers' own
     processor, forward and post-processing; boxes ranked as sceneloc ranks them."""
     monkeypatch.setattr(
         processing_omdet_turbo, "batched_nms", torchvision_batched_nms, raising=False
     )
-    own = processor(omdet_turbo_dir)
-    model = AutoModelForZeroShotObjectDetection.from_pretrained(omdet_turbo_dir).eval()
+    own = processor(directory)
+    dtype = next(model.parameters()).dtype
 
     def answer(
         image: Image.Image,
@@ -66,6 +89,7 @@ def reference(omdet_turbo_dir, monkeypatch):
         nms_threshold: float = 0.3,
     ) -> Candidates:
         inputs = own(images=image, text=[query], task=task, return_tensors="pt")
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
         with torch.no_grad():
             outputs = model(**inputs)
         (found,) = own.post_process_grounded_object_detection(
@@ -81,6 +105,57 @@ def reference(omdet_turbo_dir, monkeypatch):
         )
 
     return answer
+
+
+@pytest.fixture
+def reference(omdet_turbo_dir, monkeypatch):
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(omdet_turbo_dir).eval()
+    return transformers_reference(model, omdet_turbo_dir, monkeypatch)
+
+
+class TimmSwinFeatures(nn.Module):
+    """What transformers' ``TimmBackbone`` returns for timm's ``features_only`` Swin:
+    the chosen stages' feature maps, NHWC, not normalised."""
+
+    def __init__(self, weights: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def forward(self, pixel_values: torch.Tensor) -> BackboneOutput:
+        features = timm_swin_features(
+            self.weights, pixel_values, TIMM_OUT_INDICES, TIMM_SWIN["window"]
+        )
+        return BackboneOutput(feature_maps=tuple(features))
+
+
+@pytest.fixture(scope="module")
+def omdet_turbo_timm_dir(tmp_path_factory):
+    return build_omdet_turbo_timm(tmp_path_factory.mktemp("omdet-turbo-timm"))
+
+
+@pytest.fixture
+def timm_reference(omdet_turbo_timm_dir, monkeypatch):
+    """transformers' OmDet-Turbo with timm's Swin, in float64: the checkpoint's other
+    weights, its config (OmDet-Turbo's layer norms on), timm's features as its backbone's."""
+    config = json.loads((omdet_turbo_timm_dir / "config.json").read_text())
+    timm_keys = ("backbone", "backbone_kwargs", "use_timm_backbone")
+    # Any backbone to build the model with: it is replaced by timm's features below.
+    placeholder = dict(model_type="swin", embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                       out_indices=[2, 3, 4])  # fmt: skip
+    config = {k: v for k, v in config.items() if k not in timm_keys} | {
+        "backbone_config": placeholder
+    }
+    model = OmDetTurboForObjectDetection(OmDetTurboConfig.from_dict(config)).eval()
+    weights = load_file(omdet_turbo_timm_dir / "model.safetensors")
+    missing, unexpected = model.load_state_dict(
+        {k: v for k, v in weights.items() if not k.startswith(TIMM_PREFIX)}, strict=False
+    )
+    assert not unexpected
+    assert all(key.startswith("vision_backbone.vision_backbone.") for key in missing)
+    model.vision_backbone.vision_backbone = TimmSwinFeatures(
+        {k: v.double() for k, v in timm_weights(omdet_turbo_timm_dir).items()}
+    )
+    return transformers_reference(model.double(), omdet_turbo_timm_dir, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -206,15 +281,57 @@ def test_missing_checkpoint(tmp_path, omdet_turbo_dir):
         sceneloc.load(str(tmp_path), device="cpu")
 
 
-def test_timm_backbone_without_timm_is_a_one_line_error(tmp_path):
-    """The released checkpoint's config names timm's Swin; without timm, say what to do."""
-    try:
-        importlib.import_module("timm")
-    except Exception:
-        pass
-    else:
-        pytest.skip("timm imports here")
-    OmDetTurboConfig().save_pretrained(tmp_path)  # the released architecture's config
-    with pytest.raises(sceneloc.UnsupportedModelError, match="pip install timm") as error:
-        sceneloc.load(str(tmp_path), device="cpu")
+def test_timm_checkpoint_matches_transformers_running_timms_swin(
+    omdet_turbo_timm_dir, timm_reference, scene
+):
+    """The released layout (timm's Swin weights, the backbone named in config.json) loads
+    without timm and answers as transformers' OmDet-Turbo does with timm's Swin."""
+    grounder = sceneloc.load(str(omdet_turbo_timm_dir), device="cpu", dtype=torch.float64)
+    results = grounder.locate(scene, QUERIES, threshold=0.0, top_k=100)
+    for result in results:
+        expected = timm_reference(scene, result.query, 0.0)
+        assert expected
+        assert_same(result.candidates, expected)
+    # And at the default threshold.
+    (result,) = grounder.locate(scene, "blue", top_k=100)
+    assert_same(result.candidates, timm_reference(scene, "blue", 0.3))
+
+
+def test_timm_checkpoint_is_served_by_transformers_swin(omdet_turbo_timm_dir):
+    model = sceneloc.load(str(omdet_turbo_timm_dir), device="cpu").backend.model
+    assert type(model.vision_backbone.vision_backbone) is SwinBackbone
+    assert model.config.backbone_config.model_type == "swin"
+    # SwinBackbone normalises its feature maps itself, with OmDet-Turbo's norms' weights.
+    assert not model.config.apply_layernorm_after_vision_backbone
+
+
+def test_timm_backbone_named_by_backbone_config(tmp_path, omdet_turbo_timm_dir, scene):
+    """The way transformers writes a timm backbone today (a ``backbone_config`` of type
+    ``timm_backbone``) loads as the released checkpoint's way does."""
+    other = shutil.copytree(omdet_turbo_timm_dir, tmp_path / "backbone-config")
+    config = json.loads((other / "config.json").read_text())
+    timm_keys = ("backbone", "backbone_kwargs", "use_timm_backbone")
+    config = {k: v for k, v in config.items() if k not in timm_keys}
+    config["backbone_config"] = json.loads(OmDetTurboConfig().to_json_string())["backbone_config"]
+    assert config["backbone_config"]["model_type"] == "timm_backbone"
+    (other / "config.json").write_text(json.dumps(config))
+    (got,) = sceneloc.load(str(other), device="cpu").locate(scene, "blue", threshold=0.0)
+    (want,) = sceneloc.load(str(omdet_turbo_timm_dir), device="cpu").locate(
+        scene, "blue", threshold=0.0
+    )
+    assert got.candidates
+    assert_same(got.candidates, want.candidates)
+
+
+def test_timm_checkpoint_errors(tmp_path, omdet_turbo_timm_dir):
+    """A timm backbone other than Swin is a one-line error; missing weights are missing."""
+    other = shutil.copytree(omdet_turbo_timm_dir, tmp_path / "resnet")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"backbone": "resnet50"}))
+    with pytest.raises(sceneloc.UnsupportedModelError, match="resnet50") as error:
+        sceneloc.load(str(other), device="cpu")
     assert "\n" not in str(error.value)
+    (other / "model.safetensors").unlink()
+    (other / "config.json").write_text((omdet_turbo_timm_dir / "config.json").read_text())
+    with pytest.raises(sceneloc.ModelNotFoundError, match="cannot load"):
+        sceneloc.load(str(other), device="cpu")

@@ -16,16 +16,20 @@ transformers' ``OmDetTurboProcessor`` needs torchvision (it takes ``batched_nms`
 which must not be a requirement here: the image goes through ``DetrImageProcessorPil`` with
 the checkpoint's own settings, the texts through its CLIP tokenizer with the processor's
 settings, and ``post_process_grounded_object_detection`` is reproduced with sceneloc's NMS.
+
+The released checkpoint's Swin backbone is timm's, and timm needs torchvision too: its
+weights are converted at load time to transformers' own ``SwinBackbone``
+(:mod:`sceneloc.backends.timm_swin`), which computes the same features, so the model served
+for it is transformers' OmDet-Turbo with transformers' Swin.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 from typing import Any
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import (
     AutoTokenizer,
     DetrImageProcessorPil,
@@ -33,14 +37,14 @@ from transformers import (
     OmDetTurboForObjectDetection,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import SAFE_WEIGHTS_NAME, cached_file
 
 from sceneloc import boxes as geometry
+from sceneloc.backends import timm_swin
 from sceneloc.backends.base import Backend, from_pretrained
 from sceneloc.candidates import Candidates
 from sceneloc.errors import UnsupportedModelError
 from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
-
-logger = logging.getLogger(__name__)
 
 #: The processor's default task sentence for one class; ``{query}`` stands for the query.
 DEFAULT_TASK_SENTENCE = "Detect {query}."
@@ -49,6 +53,12 @@ TEXT_LENGTH = 77
 #: Boxes overlapping a better one of the same query by more IoU than this are dropped
 #: (the value of the model card's and transformers' documented usage).
 NMS_THRESHOLD = 0.3
+#: Where OmDet-Turbo keeps its vision backbone, and where transformers' ``TimmBackbone``
+#: keeps the timm model inside it.
+BACKBONE = "vision_backbone.vision_backbone."
+TIMM_MODEL = BACKBONE + "_backbone."
+#: The timm backbone transformers' OmDet-Turbo configuration takes when config.json names none.
+DEFAULT_TIMM_BACKBONE = {"backbone": "swin_tiny_patch4_window7_224", "out_indices": [1, 2, 3]}
 
 
 @register_backend(
@@ -67,7 +77,7 @@ NMS_THRESHOLD = 0.3
         Model(
             "omdet-turbo",
             "omlab/omdet-turbo-swin-tiny-hf",
-            "OmDet-Turbo Swin-T; fast open-vocabulary detector for class names (needs timm)",
+            "OmDet-Turbo Swin-T; fast open-vocabulary detector for class names",
         ),
     ],
 )
@@ -101,13 +111,14 @@ class OmDetTurboBackend(Backend):
     ) -> OmDetTurboBackend:
         """``options`` are those of ``__init__`` (``task_sentence``, ``nms_threshold``,
         ``query_batch_size``)."""
-        config = from_pretrained(OmDetTurboConfig.from_pretrained, checkpoint)
-        _require_timm_if_used(config, checkpoint)
+        config, _ = from_pretrained(OmDetTurboConfig.get_config_dict, checkpoint)
+        timm_backbone = _timm_backbone(config)
         image_processor = from_pretrained(DetrImageProcessorPil.from_pretrained, checkpoint)
         tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
-        model = from_pretrained(
-            OmDetTurboForObjectDetection.from_pretrained, checkpoint, config=config
-        )
+        if timm_backbone is None:
+            model = from_pretrained(OmDetTurboForObjectDetection.from_pretrained, checkpoint)
+        else:
+            model = _load_with_transformers_swin(checkpoint, config, timm_backbone)
         model = model.to(device=device, dtype=dtype)
         return cls(model, image_processor, tokenizer, checkpoint, **options)
 
@@ -189,17 +200,71 @@ class OmDetTurboBackend(Backend):
         return Candidates.of(corners, scores[kept], query).nms(self.nms_threshold)
 
 
-def _require_timm_if_used(config: OmDetTurboConfig, checkpoint: str) -> None:
-    """The released checkpoint's Swin backbone is timm's; say so in one line if timm is
-    missing or does not load (timm needs a torchvision that matches torch)."""
-    if getattr(config.backbone_config, "model_type", None) != "timm_backbone":
-        return
-    try:
-        importlib.import_module("timm")
-    except Exception as exc:  # ImportError, or torchvision's operator errors on import
-        logger.debug("importing timm failed: %s", exc)
+def _timm_backbone(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The timm backbone a config.json asks for (its name and timm's ``out_indices``), or
+    None for transformers' own: a ``backbone_config`` of type ``timm_backbone``, or, as in
+    the released checkpoint, a ``backbone`` name and ``backbone_kwargs``.
+
+    Read here rather than by ``OmDetTurboConfig``, which asks the hub whether the name is a
+    repository (offline that is an error) before taking it for timm's.
+    """
+    if config.get("backbone_config") is not None:
+        backbone = config["backbone_config"]
+        return backbone if backbone.get("model_type") == "timm_backbone" else None
+    if not config.get("use_timm_backbone", True):
+        return None
+    named = {"backbone": config["backbone"]} if config.get("backbone") else {}
+    return {**DEFAULT_TIMM_BACKBONE, **named, **(config.get("backbone_kwargs") or {})}
+
+
+def _load_with_transformers_swin(
+    checkpoint: str, config: dict[str, Any], timm_backbone: dict[str, Any]
+) -> OmDetTurboForObjectDetection:
+    """OmDet-Turbo whose timm Swin weights are loaded into transformers' ``SwinBackbone``.
+
+    OmDet-Turbo normalises timm's feature maps with its own layer norms
+    (``apply_layernorm_after_vision_backbone``); ``SwinBackbone`` normalises its feature maps
+    itself (``hidden_states_norms``), so those norms' weights go there and OmDet-Turbo's own
+    step is turned off. Its layers then take timm's order of shift and pad.
+    """
+    name = timm_backbone["backbone"]
+    if not name.startswith(("swin_tiny_", "swin_small_", "swin_base_", "swin_large_")):
         raise UnsupportedModelError(
-            f"cannot load {checkpoint!r}: its vision backbone is timm's, and timm does not "
-            f"import here ({type(exc).__name__}); pip install timm, with a torchvision built "
-            "for the installed torch"
-        ) from None
+            f"cannot load {checkpoint!r}: its vision backbone is timm's {name!r}, and sceneloc "
+            "runs timm's Swin Transformer only (timm itself needs torchvision)"
+        )
+    weights = load_file(from_pretrained(cached_file, checkpoint, filename=SAFE_WEIGHTS_NAME))
+    timm_weights = {
+        key.removeprefix(TIMM_MODEL): weights.pop(key)
+        for key in list(weights)
+        if key.startswith(TIMM_MODEL)
+    }
+    # transformers' default Swin configuration first (no timm backbone), then the converted one.
+    timm_keys = ("backbone_config", "backbone", "backbone_kwargs", "use_timm_backbone")
+    omdet = OmDetTurboConfig.from_dict(
+        {key: value for key, value in config.items() if key not in timm_keys}
+        | {"use_timm_backbone": False, "apply_layernorm_after_vision_backbone": False}
+    )
+    omdet.backbone_config = timm_swin.swin_config(
+        timm_weights, timm_backbone["out_indices"], omdet.image_size
+    )
+    weights |= {
+        BACKBONE + key: value for key, value in timm_swin.swin_weights(timm_weights).items()
+    }
+    for index, stage in enumerate(omdet.backbone_config.out_features):
+        for kind in ("weight", "bias"):
+            # Also left where they were, unused, so that no weight is left random.
+            weights[f"{BACKBONE}hidden_states_norms.{stage}.{kind}"] = weights[
+                f"vision_backbone.layer_norms.{index}.{kind}"
+            ]
+    model, loading = OmDetTurboForObjectDetection.from_pretrained(
+        None, config=omdet, state_dict=weights, output_loading_info=True
+    )
+    unmatched = sorted(loading["missing_keys"] | loading["unexpected_keys"])
+    if unmatched:
+        raise UnsupportedModelError(
+            f"cannot load {checkpoint!r}: its timm Swin weights do not all convert to "
+            f"transformers' Swin ({len(unmatched)} unmatched, such as {unmatched[0]!r})"
+        )
+    timm_swin.compute_like_timm(model.vision_backbone.vision_backbone)
+    return model

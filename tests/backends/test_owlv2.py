@@ -100,7 +100,7 @@ def test_boxes_lie_within_the_image(grounder, scene):
 
 
 def test_long_query_is_cut_with_a_warning(grounder, scene, caplog):
-    with caplog.at_level(logging.WARNING, logger="sceneloc.backends.owlv2"):
+    with caplog.at_level(logging.WARNING, logger="sceneloc.backends.base"):
         grounder.locate(scene, QUERIES)
     assert "reads the first 16 only" in caplog.text
     assert QUERIES[1] in caplog.text

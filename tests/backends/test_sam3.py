@@ -135,7 +135,7 @@ def test_image_encoded_once_per_call(checkpoint, scene, query_batch_size):
 
 def test_long_query_is_cut_with_a_warning(grounder, scene, caplog):
     long = " ".join(["the red square left of the blue triangle"] * 5)
-    with caplog.at_level(logging.WARNING, logger="sceneloc.backends.sam3"):
+    with caplog.at_level(logging.WARNING, logger="sceneloc.backends.base"):
         (result,) = grounder.locate(scene, long, threshold=0.0)
     assert f"reads the first {TEXT_LENGTH} only" in caplog.text
     assert result.candidates

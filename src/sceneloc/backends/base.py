@@ -96,6 +96,21 @@ def from_pretrained(loader: Callable[..., T], checkpoint: str, **kwargs: Any) ->
         ) from None
 
 
+def warn_if_truncated(tokenizer: Any, queries: list[str], limit: int, model: str | None) -> None:
+    """Say that a query is longer than the model reads, rather than silently answer a
+    shorter one."""
+    lengths = [len(ids) for ids in tokenizer(queries, verbose=False)["input_ids"]]
+    for query, length in zip(queries, lengths):
+        if length > limit:
+            logger.warning(
+                "query %r is %d tokens long; %s reads the first %d only",
+                query,
+                length,
+                model,
+                limit,
+            )
+
+
 def to_model(
     inputs: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:

@@ -16,18 +16,14 @@ padding are dropped by the caller).
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from PIL import Image
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 
-from sceneloc.backends.base import Backend, from_pretrained, to_model
+from sceneloc.backends.base import Backend, from_pretrained, to_model, warn_if_truncated
 from sceneloc.candidates import Candidates
 from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
-
-logger = logging.getLogger(__name__)
 
 
 @register_backend(
@@ -71,7 +67,8 @@ class Owlv2Backend(Backend):
         return cls(model.to(device=device, dtype=dtype), processor, checkpoint)
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
-        self._warn_if_truncated(queries)
+        # OWLv2 reads as many tokens as its text tower has positions.
+        warn_if_truncated(self.processor.tokenizer, queries, self.max_text_len, self.checkpoint)
         # Padded to the text tower's length, as OWL expects, whatever the tokenizer's own
         # ``model_max_length`` says (a converted checkpoint may set none).
         inputs = self.processor(
@@ -93,19 +90,3 @@ class Owlv2Backend(Backend):
             per_query, threshold=threshold, target_sizes=[(image.height, image.width)] * count
         )
         return [Candidates.of(d["boxes"], d["scores"], query) for query, d in zip(queries, found)]
-
-    def _warn_if_truncated(self, queries: list[str]) -> None:
-        """OWLv2 reads as many tokens as its text tower has positions (16 in the released
-        models); say so rather than silently answer a shorter query."""
-        lengths = [
-            len(ids) for ids in self.processor.tokenizer(queries, verbose=False)["input_ids"]
-        ]
-        for query, length in zip(queries, lengths):
-            if length > self.max_text_len:
-                logger.warning(
-                    "query %r is %d tokens long; %s reads the first %d only",
-                    query,
-                    length,
-                    self.checkpoint,
-                    self.max_text_len,
-                )

@@ -22,7 +22,6 @@ used.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,12 +49,10 @@ from transformers.models.sam3.modeling_sam3 import (
     Sam3VisionEncoderOutput,
 )
 
-from sceneloc.backends.base import Backend, from_pretrained, to_model
+from sceneloc.backends.base import Backend, from_pretrained, to_model, warn_if_truncated
 from sceneloc.candidates import Candidates
 from sceneloc.errors import ModelNotFoundError, UnsupportedModelError
 from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
-
-logger = logging.getLogger(__name__)
 
 #: Tokens every prompt is padded to: what ``Sam3Processor`` does with any text.
 TEXT_LENGTH = 32
@@ -272,7 +269,8 @@ class Sam3Backend(Backend):
         return cls(model, tokenizer, image_processor, checkpoint, **options)
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
-        self._warn_if_truncated(queries)
+        # SAM 3 reads a phrase of at most TEXT_LENGTH tokens, start and end included.
+        warn_if_truncated(self.tokenizer, queries, TEXT_LENGTH, "SAM 3")
         pixels = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
         vision = self.model.get_vision_features(
             pixel_values=pixels.to(device=self.device, dtype=self.dtype)
@@ -321,19 +319,6 @@ class Sam3Backend(Backend):
             )
             for query, r in zip(queries, results)
         ]
-
-    def _warn_if_truncated(self, queries: list[str]) -> None:
-        """SAM 3 reads a phrase of at most :data:`TEXT_LENGTH` tokens, start and end included;
-        say so rather than silently answer a shorter query."""
-        lengths = [len(ids) for ids in self.tokenizer(queries, verbose=False)["input_ids"]]
-        for query, length in zip(queries, lengths):
-            if length > TEXT_LENGTH:
-                logger.warning(
-                    "query %r is %d tokens long; SAM 3 reads the first %d only",
-                    query,
-                    length,
-                    TEXT_LENGTH,
-                )
 
 
 def expand(vision: Sam3VisionEncoderOutput, batch: int) -> Sam3VisionEncoderOutput:

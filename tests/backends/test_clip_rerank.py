@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from matching import assert_same
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -92,14 +93,6 @@ def reference(clip, boxes, image, query: str, threshold: float, top_k: int) -> C
         probs = model(**inputs).logits_per_text[0].softmax(-1)
     raw = [Candidate(box, float(p), query) for box, p in zip(boxes, probs)]
     return rank(Candidates.from_list(raw), image.size, threshold, top_k)
-
-
-def assert_same(got: Candidates, want: Candidates) -> None:
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.box == pytest.approx(b.box, abs=1e-4)
-        assert a.score == pytest.approx(b.score, abs=1e-5)
-        assert a.label == b.label
 
 
 def test_pipeline_directory_names_both_models(pipeline_dir, grounder):

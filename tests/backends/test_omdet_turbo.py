@@ -14,9 +14,9 @@ import importlib
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
+from matching import assert_same
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
@@ -161,13 +161,6 @@ def timm_reference(omdet_turbo_timm_dir, monkeypatch):
 @pytest.fixture(scope="module")
 def grounder(omdet_turbo_dir):
     return sceneloc.load(str(omdet_turbo_dir), device="cpu")
-
-
-def assert_same(got: Candidates, want: Candidates) -> None:
-    """Same boxes, scores and labels in the same order (up to float rounding)."""
-    np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-4)
-    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
-    assert got.labels.tolist() == want.labels.tolist()
 
 
 def test_registered_with_the_model_cards_threshold():

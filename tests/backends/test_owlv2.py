@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from matching import assert_same
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
 import sceneloc
@@ -38,14 +39,6 @@ def reference(checkpoint, image, query: str, threshold: float, top_k: int) -> Ca
     )
     raw = [Candidate(b.tolist(), float(s), query) for b, s in zip(found["boxes"], found["scores"])]
     return rank(Candidates.from_list(raw), image.size, threshold, top_k)
-
-
-def assert_same(got: Candidates, want: Candidates) -> None:
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        assert a.box == pytest.approx(b.box, abs=1e-4)
-        assert a.score == pytest.approx(b.score, abs=1e-5)
-        assert a.label == b.label
 
 
 def test_matches_reference_for_each_query_asked_with_others(owlv2_dir, grounder, scene):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matching import assert_same
 from PIL import Image
 from transformers import (
     Qwen2_5_VLForConditionalGeneration,
@@ -157,13 +158,6 @@ def qwen3(qwen3_vl_dir):
     return sceneloc.load(str(qwen3_vl_dir), device="cpu")
 
 
-def assert_same(got: Candidates, want: Candidates, score_tolerance: float = 1e-4) -> None:
-    assert len(got) == len(want)
-    assert got.boxes == pytest.approx(want.boxes, abs=1e-6)
-    assert got.labels.tolist() == want.labels.tolist()
-    assert got.scores == pytest.approx(want.scores, abs=score_tolerance)
-
-
 # --- answering --------------------------------------------------------------------------------
 
 
@@ -173,7 +167,7 @@ def test_matches_reference_for_each_query_asked_with_others(grounder, reference,
     for result in results:
         expected = reference.locate(scene, result.query)
         assert expected, "the tiny model should ground something"
-        assert_same(result.candidates, expected)
+        assert_same(result.candidates, expected, score_tolerance=1e-4, box_tolerance=1e-6)
     assert len({tuple(r.box) for r in results}) > 1, "boxes should depend on the query"
 
 
@@ -182,7 +176,7 @@ def test_query_alone_equals_query_among_others(grounder, scene):
     for result in together:
         (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=TOP_K)
         assert alone.candidates
-        assert_same(result.candidates, alone.candidates, score_tolerance=1e-5)
+        assert_same(result.candidates, alone.candidates, score_tolerance=1e-5, box_tolerance=1e-6)
 
 
 def test_scores_are_the_models_verdicts_not_a_constant(grounder, scene):
@@ -241,10 +235,15 @@ def test_max_pixels_per_call_and_at_load(qwen3, qwen3_vl_dir, scene):
     assert shrunk.prod() < backend.encode_image(scene).grid.prod()
 
     (per_call,) = qwen3.locate(scene, QUERIES[0], threshold=0.0, max_pixels=SMALL_BUDGET)
-    assert_same(per_call.candidates, reference.locate(scene, QUERIES[0], SMALL_BUDGET))
+    assert_same(
+        per_call.candidates,
+        reference.locate(scene, QUERIES[0], SMALL_BUDGET),
+        score_tolerance=1e-4,
+        box_tolerance=1e-6,
+    )
     at_load = sceneloc.load(str(qwen3_vl_dir), device="cpu", max_pixels=SMALL_BUDGET)
     (loaded,) = at_load.locate(scene, QUERIES[0], threshold=0.0)
-    assert_same(loaded.candidates, per_call.candidates, score_tolerance=1e-6)
+    assert_same(loaded.candidates, per_call.candidates, score_tolerance=1e-6, box_tolerance=1e-6)
 
 
 def test_a_budget_below_one_visual_token_is_refused(qwen3, scene):

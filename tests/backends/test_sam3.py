@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from matching import assert_same
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
@@ -71,14 +72,6 @@ def reference(checkpoint, image: Image.Image, query: str, threshold: float, top_
     return rank(raw, image.size, threshold, top_k)
 
 
-def assert_same(got: Candidates, want: Candidates) -> None:
-    assert len(got) == len(want)
-    assert got.boxes == pytest.approx(want.boxes, abs=1e-4)
-    assert got.scores == pytest.approx(want.scores, abs=1e-6)
-    assert got.labels.tolist() == want.labels.tolist()
-    assert np.array_equal(got.masks, want.masks)
-
-
 def test_matches_reference_for_each_query_asked_with_others(checkpoint, grounder, scene):
     # A threshold amid the tiny model's scores, so that it keeps some candidates, drops others.
     every = [reference(checkpoint, scene, query, 0.0, 100) for query in QUERIES]
@@ -88,7 +81,7 @@ def test_matches_reference_for_each_query_asked_with_others(checkpoint, grounder
     for result in results:
         expected = reference(checkpoint, scene, result.query, threshold, TOP_K)
         assert expected, "the tiny model should give candidates above the threshold"
-        assert_same(result.candidates, expected)
+        assert_same(result.candidates, expected, score_tolerance=1e-6)
     assert sum(len(r.candidates) for r in results) < sum(min(len(f), TOP_K) for f in every)
 
 
@@ -166,7 +159,7 @@ def test_published_layout_loads_its_image_detector(sam3_dir, tmp_path, scene):
     expected = sceneloc.load(str(sam3_dir), device="cpu").locate(scene, QUERIES, threshold=0.0)
     got = sceneloc.load(str(published), device="cpu").locate(scene, QUERIES, threshold=0.0)
     for a, b in zip(got, expected):
-        assert_same(a.candidates, b.candidates)
+        assert_same(a.candidates, b.candidates, score_tolerance=1e-6)
 
 
 def test_missing_checkpoint_says_how_to_get_the_gated_weights(tmp_path, sam3_dir):

@@ -1,10 +1,17 @@
-"""The one comparison of a backend's candidates with a reference's, for every backend test."""
+"""What every backend test checks the same way: candidates against a reference's, a query
+asked alone against among others, and how often a module runs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
+from PIL import Image
+from torch import nn
 
+from sceneloc.api import Grounder
 from sceneloc.candidates import Candidates
 
 
@@ -23,3 +30,30 @@ def assert_same(
     assert (got.masks is None) == (want.masks is None)
     if want.masks is not None:
         assert np.array_equal(got.masks, want.masks)
+
+
+def assert_alone_equals_together(
+    grounder: Grounder, image: Image.Image, queries: list[str], top_k: int, **tolerances: float
+) -> None:
+    """Each query's candidates, asked among ``queries``, are what it gets asked alone."""
+    together = grounder.locate(image, queries, threshold=0.0, top_k=top_k)
+    for result in together:
+        (alone,) = grounder.locate(image, result.query, threshold=0.0, top_k=top_k)
+        assert alone.candidates, result.query
+        assert_same(result.candidates, alone.candidates, **tolerances)
+
+
+@contextmanager
+def forward_counts(**modules: nn.Module) -> Iterator[dict[str, int]]:
+    """How many times each named module runs its forward inside the block."""
+    counts = dict.fromkeys(modules, 0)
+
+    def counter(name: str):
+        return lambda *_: counts.__setitem__(name, counts[name] + 1)
+
+    hooks = [module.register_forward_hook(counter(name)) for name, module in modules.items()]
+    try:
+        yield counts
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from matching import assert_same
+from matching import assert_alone_equals_together, assert_same
 from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
 import sceneloc
@@ -67,11 +67,9 @@ def test_matches_reference_for_each_query_asked_with_others(grounder, florence2_
 
 
 def test_query_alone_equals_query_among_others(grounder, scene):
-    together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=TOP_K)
-    for result in together:
-        (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=TOP_K)
-        assert alone.candidates
-        assert_same(result.candidates, alone.candidates, score_tolerance=1e-5, box_tolerance=0)
+    assert_alone_equals_together(
+        grounder, scene, QUERIES, TOP_K, score_tolerance=1e-5, box_tolerance=0
+    )
 
 
 def test_queries_batched_into_one_generate_and_image_encoded_once(grounder, scene, monkeypatch):

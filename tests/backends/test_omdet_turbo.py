@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 import torch
-from matching import assert_same
+from matching import assert_alone_equals_together, assert_same, forward_counts
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
@@ -215,29 +215,17 @@ def test_query_alone_equals_query_among_others(omdet_turbo_dir, scene, query_bat
         str(omdet_turbo_dir), device="cpu", dtype=torch.float64,
         query_batch_size=query_batch_size,
     )  # fmt: skip
-    together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=100)
-    for result in together:
-        (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=100)
-        assert alone.candidates
-        assert_same(result.candidates, alone.candidates)
+    assert_alone_equals_together(grounder, scene, QUERIES, top_k=100)
 
 
 @pytest.mark.parametrize("query_batch_size", [1, 8])
 def test_image_encoded_once_per_call(omdet_turbo_dir, scene, query_batch_size):
     grounder = sceneloc.load(str(omdet_turbo_dir), device="cpu", query_batch_size=query_batch_size)
     model = grounder.backend.model
-    calls = {"vision_backbone": [], "encoder": [], "decoder": []}
-    hooks = [
-        getattr(model, name).register_forward_hook(lambda *a, seen=seen: seen.append(1))
-        for name, seen in calls.items()
-    ]
-    try:
+    parts = {"backbone": model.vision_backbone, "encoder": model.encoder, "decoder": model.decoder}
+    with forward_counts(**parts) as calls:
         results = grounder.locate(scene, [f"object number {i}" for i in range(8)], threshold=0.0)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    assert len(calls["vision_backbone"]) == len(calls["encoder"]) == 1
-    assert len(calls["decoder"]) == 8 // query_batch_size
+    assert calls == {"backbone": 1, "encoder": 1, "decoder": 8 // query_batch_size}
     assert all(r.candidates for r in results)
 
 

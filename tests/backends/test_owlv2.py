@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from matching import assert_same
+from matching import assert_alone_equals_together, assert_same, forward_counts
 from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
 import sceneloc
@@ -51,11 +51,7 @@ def test_matches_reference_for_each_query_asked_with_others(owlv2_dir, grounder,
 
 
 def test_query_alone_equals_query_among_others(grounder, scene):
-    together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=100)
-    for result in together:
-        (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=100)
-        assert alone.candidates
-        assert_same(result.candidates, alone.candidates)
+    assert_alone_equals_together(grounder, scene, QUERIES, top_k=100)
 
 
 def test_threshold_zero_keeps_every_box_in_the_image(owlv2_dir, grounder, scene):
@@ -66,20 +62,10 @@ def test_threshold_zero_keeps_every_box_in_the_image(owlv2_dir, grounder, scene)
 
 
 def test_image_encoded_once_per_call(grounder, scene):
-    vision, text = [], []
-    hooks = [
-        grounder.backend.model.owlv2.vision_model.register_forward_hook(
-            lambda *a: vision.append(1)
-        ),
-        grounder.backend.model.owlv2.text_model.register_forward_hook(lambda *a: text.append(1)),
-    ]
-    try:
+    owl = grounder.backend.model.owlv2
+    with forward_counts(vision=owl.vision_model, text=owl.text_model) as calls:
         results = grounder.locate(scene, [f"object number {i}" for i in range(8)], threshold=0.0)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    assert len(vision) == 1
-    assert len(text) == 1
+    assert calls == {"vision": 1, "text": 1}
     assert all(r.candidates for r in results)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from matching import assert_same
+from matching import assert_alone_equals_together, assert_same, forward_counts
 from PIL import Image
 from transformers import (
     Qwen2_5_VLForConditionalGeneration,
@@ -172,11 +172,9 @@ def test_matches_reference_for_each_query_asked_with_others(grounder, reference,
 
 
 def test_query_alone_equals_query_among_others(grounder, scene):
-    together = grounder.locate(scene, QUERIES, threshold=0.0, top_k=TOP_K)
-    for result in together:
-        (alone,) = grounder.locate(scene, result.query, threshold=0.0, top_k=TOP_K)
-        assert alone.candidates
-        assert_same(result.candidates, alone.candidates, score_tolerance=1e-5, box_tolerance=1e-6)
+    assert_alone_equals_together(
+        grounder, scene, QUERIES, TOP_K, score_tolerance=1e-5, box_tolerance=1e-6
+    )
 
 
 def test_scores_are_the_models_verdicts_not_a_constant(grounder, scene):
@@ -197,7 +195,7 @@ def test_threshold_drops_boxes_the_model_does_not_confirm(grounder, scene):
 
 def test_image_encoded_once_and_queries_generated_together(qwen3, scene, monkeypatch):
     backend = qwen3.backend
-    calls = {"generate": 0, "vision": 0}
+    calls = {"generate": 0}
     generate = backend.model.generate
 
     def counted(*args, **kwargs):
@@ -205,15 +203,10 @@ def test_image_encoded_once_and_queries_generated_together(qwen3, scene, monkeyp
         return generate(*args, **kwargs)
 
     monkeypatch.setattr(backend.model, "generate", counted)
-    hook = backend.model.model.visual.register_forward_hook(
-        lambda *_: calls.__setitem__("vision", calls["vision"] + 1)
-    )
-    try:
+    with forward_counts(vision=backend.model.model.visual) as forwards:
         results = qwen3.locate(scene, [f"object number {i}" for i in range(5)], threshold=0.0)
-    finally:
-        hook.remove()
     assert all(r.candidates for r in results), "each query's boxes were verified too"
-    assert calls == {"generate": 1, "vision": 1}
+    assert {**calls, **forwards} == {"generate": 1, "vision": 1}
 
 
 def test_inputs_are_what_the_processor_builds(grounder, reference, scene):

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from matching import assert_same
+from matching import assert_same, forward_counts
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer
@@ -110,19 +110,10 @@ def test_batched_queries_answer_as_if_alone(checkpoint, scene):
 @pytest.mark.parametrize("query_batch_size", [1, 4])
 def test_image_encoded_once_per_call(checkpoint, scene, query_batch_size):
     grounder = sceneloc.load(str(checkpoint), device="cpu", query_batch_size=query_batch_size)
-    vision, text = [], []
     model = grounder.backend.model
-    hooks = [
-        model.vision_encoder.register_forward_hook(lambda *a: vision.append(1)),
-        model.text_encoder.register_forward_hook(lambda *a: text.append(1)),
-    ]
-    try:
+    with forward_counts(vision=model.vision_encoder, text=model.text_encoder) as calls:
         results = grounder.locate(scene, [f"object number {i}" for i in range(8)], threshold=0.0)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    assert len(vision) == 1
-    assert len(text) == 8 // query_batch_size
+    assert calls == {"vision": 1, "text": 8 // query_batch_size}
     assert all(r.candidates for r in results)
 
 

@@ -9,11 +9,12 @@
 >>> result.candidates.nms(0.5).to_coco(image_id=1, category_id=1)
 """
 
-from sceneloc.api import Grounder, load
+from sceneloc.api import Describer, Grounder, load
 from sceneloc.candidates import Candidate, Candidates
 from sceneloc.errors import (
     DataFormatError,
     ImageTooLargeError,
+    InvalidBoxError,
     InvalidImageError,
     InvalidQueryError,
     ModelNotFoundError,
@@ -23,7 +24,7 @@ from sceneloc.errors import (
 )
 from sceneloc.images import load_image
 from sceneloc.registry import list_backends, list_models
-from sceneloc.results import LocateAnswer, LocateResult
+from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
 
 __version__ = "0.1.0"
 
@@ -31,13 +32,17 @@ __all__ = [
     "Candidate",
     "Candidates",
     "DataFormatError",
+    "DescribeAnswer",
+    "Describer",
     "Grounder",
     "ImageTooLargeError",
+    "InvalidBoxError",
     "InvalidImageError",
     "InvalidQueryError",
     "LocateAnswer",
     "LocateResult",
     "ModelNotFoundError",
+    "RegionDescription",
     "SceneLocError",
     "TaskNotSupportedError",
     "UnsupportedModelError",

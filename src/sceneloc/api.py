@@ -1,20 +1,25 @@
-"""The Python API: ``sceneloc.load(...)`` and ``Grounder.locate(...)``."""
+"""The Python API: ``sceneloc.load(...)``, ``Grounder.locate(...)`` and
+``Describer.describe(...)``."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
+from typing import Literal, overload
 
+import numpy as np
 import torch
 
 from sceneloc.backends.base import Backend
+from sceneloc.boxes import Box
 from sceneloc.candidates import Candidates
-from sceneloc.errors import InvalidQueryError, SceneLocError
+from sceneloc.errors import InvalidBoxError, InvalidQueryError, SceneLocError
 from sceneloc.images import ImageInput, load_image
-from sceneloc.registry import Task, default_model, resolve
-from sceneloc.results import LocateAnswer, LocateResult
+from sceneloc.registry import Capability, ModelSettings, Task, as_task, default_model, resolve
+from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +80,61 @@ def normalize_queries(queries: str | Sequence[str]) -> list[str]:
     return cleaned
 
 
-class Grounder:
-    """A loaded model that answers referring queries about images."""
+def parse_box(text: str) -> Box:
+    """``"x1,y1,x2,y2"`` (the CLI's ``--box``, the server's ``box`` field) as four floats."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        box = [float(part) for part in parts]
+    except ValueError:
+        raise InvalidBoxError(f"box {text!r} is not four numbers x1,y1,x2,y2") from None
+    if len(box) != 4:
+        raise InvalidBoxError(f"box {text!r} has {len(box)} values, not four (x1,y1,x2,y2)")
+    return box
 
-    def __init__(self, backend: Backend, name: str) -> None:
+
+def region_boxes(boxes: Sequence[Sequence[float] | str], width: int, height: int) -> np.ndarray:
+    """The boxes to describe as an ``(n, 4)`` array clipped to the image; refuses a box that
+    is not four finite numbers, is empty (``x2 <= x1`` or ``y2 <= y1``) or lies wholly
+    outside the image."""
+    rows = []
+    for index, box in enumerate(boxes, start=1):
+        values = parse_box(box) if isinstance(box, str) else list(box)
+        if len(values) != 4:
+            raise InvalidBoxError(f"box {index} has {len(values)} values, not four")
+        try:
+            x1, y1, x2, y2 = (float(v) for v in values)
+        except (TypeError, ValueError):
+            raise InvalidBoxError(f"box {index} is not four numbers: {values!r}") from None
+        shown = ", ".join(f"{v:g}" for v in (x1, y1, x2, y2))
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise InvalidBoxError(f"box {index} ({shown}) is not four finite numbers")
+        if x2 <= x1 or y2 <= y1:
+            raise InvalidBoxError(f"box {index} ({shown}) is empty: need x2 > x1 and y2 > y1")
+        clipped = [min(max(x1, 0), width), min(max(y1, 0), height),
+                   min(max(x2, 0), width), min(max(y2, 0), height)]  # fmt: skip
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            raise InvalidBoxError(
+                f"box {index} ({shown}) lies wholly outside the {width}x{height} image"
+            )
+        rows.append(clipped)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+
+
+class TaskModel:
+    """A loaded model for one task; :class:`Grounder` and :class:`Describer` are its kinds.
+
+    Any task's object can be made from another's ``backend`` when its family serves both
+    (``Describer(grounder.backend, grounder.name)``), sharing the weights in memory.
+    """
+
+    task: Task
+
+    def __init__(self, backend: Backend, name: str, settings: ModelSettings | None = None) -> None:
+        if self.task not in backend.family.tasks:
+            raise SceneLocError(f"{name} ({backend.family.name}) does not {self.task.value}")
         self.backend = backend
         self.name = name
+        self.settings = settings or backend.family.settings
 
     @property
     def device(self) -> torch.device:
@@ -92,7 +146,14 @@ class Grounder:
 
     def __repr__(self) -> str:
         backend = self.backend.family.name
-        return f"Grounder({self.name!r}, {backend=}, device={self.device}, dtype={self.dtype})"
+        kind = type(self).__name__
+        return f"{kind}({self.name!r}, {backend=}, device={self.device}, dtype={self.dtype})"
+
+
+class Grounder(TaskModel):
+    """A loaded model that answers referring queries about images."""
+
+    task = Task.LOCATE
 
     def locate(
         self,
@@ -130,6 +191,66 @@ class Grounder:
         )
 
 
+class Describer(TaskModel):
+    """A loaded model that says in words what regions of an image show."""
+
+    task = Task.DESCRIBE
+
+    def describe(
+        self,
+        image: ImageInput,
+        boxes: Sequence[Sequence[float] | str] | np.ndarray | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+    ) -> DescribeAnswer:
+        """One description per box (``[x1, y1, x2, y2]`` pixels or ``"x1,y1,x2,y2"``), in
+        order; without ``boxes``, the regions the model finds (dense captions), each with
+        its own box.
+
+        Boxes reaching past the image are clipped; malformed ones, empty ones and ones
+        wholly outside raise :class:`~sceneloc.errors.InvalidBoxError`. Generation defaults
+        to the model card's (``num_beams``, ``max_new_tokens``).
+        """
+        picture = load_image(image).image
+        regions = None if boxes is None else region_boxes(boxes, *picture.size)
+        if regions is None and Capability.DENSE_CAPTIONS not in self.backend.family.capabilities:
+            raise InvalidBoxError(
+                f"{self.name} describes given regions only: pass boxes (--box x1,y1,x2,y2)"
+            )
+        generation = {
+            "max_new_tokens": self.settings.max_new_tokens if max_new_tokens is None
+                              else max_new_tokens,
+            "num_beams": self.settings.num_beams if num_beams is None else num_beams,
+        }  # fmt: skip
+        for key, value in generation.items():
+            if value < 1:
+                raise SceneLocError(f"{key} must be at least 1, got {value}")
+        started = time.perf_counter()
+        if regions is not None and not len(regions):
+            captions = []
+        else:
+            with torch.inference_mode():
+                captions = self.backend.describe(picture, regions, **generation)
+        timing_ms = (time.perf_counter() - started) * 1000
+        width, height = picture.size
+        described = []
+        for caption in captions:
+            box = [float(v) for v in np.clip(caption.box, 0, [width, height, width, height])]
+            described.append(RegionDescription(box, caption.caption, caption.score, picture))
+        return DescribeAnswer(
+            image=picture,
+            regions=tuple(described),
+            model=self.name,
+            path=str(image) if isinstance(image, str | os.PathLike) else None,
+            timing_ms=timing_ms,
+        )
+
+
+#: The object :func:`load` returns for each task.
+TASK_MODELS: dict[Task, type[TaskModel]] = {Task.LOCATE: Grounder, Task.DESCRIBE: Describer}
+
+
 def rank(candidates: Candidates, size: tuple[int, int], threshold: float, top_k: int) -> Candidates:
     """Drop boxes outside the image or under the threshold, clip the rest, best first."""
     width, height = size
@@ -137,21 +258,42 @@ def rank(candidates: Candidates, size: tuple[int, int], threshold: float, top_k:
     return kept.clipped(width, height).top_k(top_k)
 
 
+@overload
+def load(
+    name_or_path: str | None = None,
+    task: Literal[Task.LOCATE, "locate"] = ...,
+    device: str | torch.device = ...,
+    dtype: str | torch.dtype = ...,
+    **options,
+) -> Grounder: ...
+@overload
+def load(
+    name_or_path: str | None = None,
+    task: Literal[Task.DESCRIBE, "describe"] = ...,
+    device: str | torch.device = ...,
+    dtype: str | torch.dtype = ...,
+    **options,
+) -> Describer: ...
 def load(
     name_or_path: str | None = None,
     task: Task | str = Task.LOCATE,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     **options,
-) -> Grounder:
+) -> TaskModel:
     """Load a model for ``task`` by short name (``sceneloc models``), hub id or local directory;
     without one, the task's default for the device (:func:`sceneloc.registry.default_model`).
+    ``task="locate"`` gives a :class:`Grounder`, ``task="describe"`` a :class:`Describer`.
 
     Extra keyword ``options`` go to the backend (for example ``detector=`` for ``clip-rerank``).
     """
+    task = as_task(task)
     torch_device = resolve_device(device)
     name = name_or_path or default_model(task, torch_device)
-    return Grounder(load_backend(name, task, torch_device, dtype, **options), name)
+    settings = resolve(name, task).settings
+    return TASK_MODELS[task](
+        load_backend(name, task, torch_device, dtype, **options), name, settings
+    )
 
 
 def load_backend(

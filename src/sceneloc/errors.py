@@ -23,6 +23,10 @@ class InvalidQueryError(SceneLocError):
     """A query is empty, blank or not a string."""
 
 
+class InvalidBoxError(SceneLocError):
+    """A region box is malformed (not four numbers, NaN, empty) or wholly outside the image."""
+
+
 class ModelNotFoundError(SceneLocError):
     """The model name, hub id or local path could not be resolved or downloaded."""
 

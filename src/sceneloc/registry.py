@@ -37,6 +37,8 @@ class Task(str, Enum):
 
     #: Sentence in, the region of the image it describes out.
     LOCATE = "locate"
+    #: Region in (or none: the model proposes them), a sentence saying what it shows out.
+    DESCRIBE = "describe"
 
 
 class Capability(str, Enum):
@@ -58,16 +60,22 @@ class Capability(str, Enum):
     TRAINABLE = "trainable"
     #: Each candidate comes with its mask (the object's own pixels): cut-outs, RLE in the JSON.
     MASKS = "masks"
+    #: ``describe`` without boxes: the model proposes the regions and describes each.
+    DENSE_CAPTIONS = "dense captions"
 
 
 @dataclass(frozen=True)
 class ModelSettings:
     """How a model is run when the user says nothing."""
 
-    #: Score a candidate needs to be reported when the user gives no threshold.
-    default_threshold: float
+    #: Score a candidate needs to be reported when the user gives no threshold (locate).
+    default_threshold: float = 0.0
     #: Whether the model gives sound results in bfloat16/float16 on a GPU.
     half_precision: bool = True
+    #: Generation when the user says nothing (describe, and locate by generation): beams
+    #: and the longest answer, as each model card runs it.
+    num_beams: int = 1
+    max_new_tokens: int = 64
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ DEVICE_KINDS = ("cpu", "gpu")
 #: says why these: published referring-expression accuracy against the measured cost).
 DEFAULT_MODELS: dict[Task, dict[str, str]] = {
     Task.LOCATE: {"cpu": "grounding-dino-base", "gpu": "qwen3-vl-4b"},
+    Task.DESCRIBE: {"cpu": "florence-2-base", "gpu": "florence-2-large"},
 }
 
 _FAMILIES: dict[str, BackendFamily] = {}

@@ -1,6 +1,8 @@
-"""What ``locate`` returns: a :class:`LocateAnswer` per image, a :class:`LocateResult` per query.
+"""What the tasks return, one answer per image: ``locate`` a :class:`LocateAnswer` of a
+:class:`LocateResult` per query, ``describe`` a :class:`DescribeAnswer` of a
+:class:`RegionDescription` per region.
 
-Both serialise through :mod:`sceneloc.schema`, crop and draw themselves.
+All of them serialise through :mod:`sceneloc.schema`, crop and draw themselves.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from PIL import Image, ImageDraw, ImageFont
 from sceneloc.boxes import Box
 from sceneloc.candidates import Candidate, Candidates
 from sceneloc.errors import SceneLocError
-from sceneloc.schema import LocateRecord, ResultRecord, locate_record, result_record
+from sceneloc.schema import (
+    DescribeRecord,
+    LocateRecord,
+    RegionRecord,
+    ResultRecord,
+    describe_record,
+    locate_record,
+    region_record,
+    result_record,
+)
 
 #: Distinct colours for drawing several queries on one image (Tableau 10).
 PALETTE = (
@@ -166,23 +177,34 @@ def draw_results(
     ``masks``: each drawn candidate's mask is shaded in its colour first, where it has one.
     """
     canvas = shade_masks(image, results, all_candidates) if masks else image.copy()
-    draw = ImageDraw.Draw(canvas)
-    width = max(2, round(max(canvas.size) / 400))
-    font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 60)))
+    pen = BoxPen(canvas)
     for index, result in enumerate(results):
         colour = PALETTE[index % len(PALETTE)]
         shown = result.candidates if all_candidates else result.candidates[:1]
         for rank, candidate in enumerate(shown):
-            draw.rectangle(
-                candidate.box, outline=colour, width=width if rank == 0 else max(1, width // 2)
-            )
-            if rank == 0:
-                text = f"{result.query} {candidate.score:.2f}"
-                left, top = candidate.box[0], max(0.0, candidate.box[1] - font.size - 2 * width)
-                bbox = draw.textbbox((left + width, top + width), text, font=font)
-                draw.rectangle(bbox, fill=colour)
-                draw.text((left + width, top + width), text, fill="white", font=font)
+            label = f"{result.query} {candidate.score:.2f}" if rank == 0 else None
+            pen.box(candidate.box, colour, label, thin=rank > 0)
     return canvas
+
+
+class BoxPen:
+    """Draws boxes on an image with a line width and font sized to it, each optionally
+    labelled in a filled tag above its top-left corner."""
+
+    def __init__(self, canvas: Image.Image) -> None:
+        self.draw = ImageDraw.Draw(canvas)
+        self.width = max(2, round(max(canvas.size) / 400))
+        self.font = ImageFont.load_default(size=max(12, round(max(canvas.size) / 60)))
+
+    def box(self, box: Box, colour: str, label: str | None = None, thin: bool = False) -> None:
+        width = max(1, self.width // 2) if thin else self.width
+        self.draw.rectangle(box, outline=colour, width=width)
+        if label is None:
+            return
+        left = box[0] + self.width
+        top = max(0.0, box[1] - self.font.size - 2 * self.width) + self.width
+        self.draw.rectangle(self.draw.textbbox((left, top), label, font=self.font), fill=colour)
+        self.draw.text((left, top), label, fill="white", font=self.font)
 
 
 def shade_masks(
@@ -198,3 +220,87 @@ def shade_masks(
         colour = Image.new("RGB", canvas.size, PALETTE[index % len(PALETTE)])
         canvas.paste(colour, (0, 0), Image.fromarray(opacity))
     return canvas
+
+
+@dataclass(frozen=True)
+class RegionDescription:
+    """What was said of one region: its ``box`` (the given one, or the one the model found
+    in dense mode), the ``caption`` and its ``score`` (the caption's length-normalised
+    log-probability, ``None`` where the model gives no token scores)."""
+
+    box: Box
+    caption: str
+    score: float | None
+    image: Image.Image = field(repr=False, compare=False)
+
+    def to_record(self) -> RegionRecord:
+        return region_record(self.box, self.caption, self.score)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"box", "caption", "score"}``, as in ``sceneloc describe --json``."""
+        return self.to_record().model_dump()
+
+    def crop(self) -> Image.Image:
+        return self.image.crop(tuple(round(v) for v in self.box))
+
+
+@dataclass(frozen=True)
+class DescribeAnswer(Sequence[RegionDescription]):
+    """Everything ``describe`` said about one image: a sequence of per-region descriptions,
+    in the order of the given boxes (or as the model found them)."""
+
+    image: Image.Image = field(repr=False, compare=False)
+    regions: tuple[RegionDescription, ...]
+    model: str
+    path: str | None = None
+    timing_ms: float = field(default=0.0, compare=False)
+
+    @overload
+    def __getitem__(self, index: int) -> RegionDescription: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[RegionDescription, ...]: ...
+    def __getitem__(self, index):
+        return self.regions[index]
+
+    def __len__(self) -> int:
+        return len(self.regions)
+
+    def __iter__(self) -> Iterator[RegionDescription]:
+        return iter(self.regions)
+
+    @property
+    def captions(self) -> list[str]:
+        return [region.caption for region in self.regions]
+
+    def to_record(self, timing: bool = False) -> DescribeRecord:
+        return describe_record(self, timing=timing)
+
+    def to_dict(self, timing: bool = False) -> dict[str, Any]:
+        """The ``sceneloc describe --json`` object (plus ``timing_ms`` with ``timing``)."""
+        return self.to_record(timing=timing).model_dump()
+
+    def draw(self) -> Image.Image:
+        """A copy of the image with each region's box in its own colour, numbered as in the
+        table (captions are often longer than the box is wide)."""
+        canvas = self.image.copy()
+        pen = BoxPen(canvas)
+        for index, region in enumerate(self.regions, start=1):
+            pen.box(region.box, PALETTE[(index - 1) % len(PALETTE)], str(index))
+        return canvas
+
+    def crops(self) -> list[Image.Image]:
+        return [region.crop() for region in self.regions]
+
+    def save(self, folder: str | Path, stem: str = "image") -> list[Path]:
+        """Write ``<stem>.annotated.png`` and one ``<stem>.regionNN.<caption>.png`` per region."""
+        folder = Path(folder)
+        written = [folder / f"{stem}.annotated.png"]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.draw().save(written[0])
+            for index, region in enumerate(self.regions, start=1):
+                written.append(folder / f"{stem}.region{index:02d}.{slug(region.caption)}.png")
+                region.crop().save(written[-1])
+        except OSError as exc:
+            raise SceneLocError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+        return written

@@ -1,6 +1,7 @@
 """The JSON answer, defined once and written by one function for every output.
 
-``sceneloc locate --json`` prints a :class:`LocateRecord`, the HTTP API answers a
+``sceneloc locate --json`` prints a :class:`LocateRecord` (``sceneloc describe --json`` a
+:class:`DescribeRecord`, built by :func:`describe_record`), the HTTP API answers a
 :class:`LocateResponse` (the same plus the model time), ``sceneloc batch`` writes one
 :class:`ResultRecord` a line with its image, and ``--save-predictions`` writes one
 :class:`PredictionRecord` a line. All of them are built by :func:`result_record` (one query)
@@ -21,7 +22,7 @@ from sceneloc.masks import encode_rle
 
 if TYPE_CHECKING:
     from sceneloc.candidates import Candidates
-    from sceneloc.results import LocateAnswer
+    from sceneloc.results import DescribeAnswer, LocateAnswer
 
 BOX_DESCRIPTION = "[x1, y1, x2, y2] in pixels of the upright image, clipped to it"
 #: Decimals kept on the wire; predictions files keep exact floats (``exact=True``) so that
@@ -138,3 +139,48 @@ def locate_record(
     if timing:
         return LocateResponse(**fields, timing_ms=round(answer.timing_ms, 2))
     return LocateRecord(**fields)
+
+
+class RegionRecord(BaseModel):
+    box: Box = Field(description=BOX_DESCRIPTION, min_length=4, max_length=4)
+    caption: str = Field(description="What the region shows, in words.")
+    score: float | None = Field(
+        description="The caption's length-normalised log-probability (mean over its tokens); "
+        "null where the model gives no token scores."
+    )
+
+
+class DescribeRecord(BaseModel):
+    """The ``sceneloc describe --json`` object."""
+
+    image: ImageRecord
+    model: str
+    regions: list[RegionRecord] = Field(
+        description="One per given box, in the order given; without boxes, the regions the "
+        "model found."
+    )
+
+
+class DescribeResponse(DescribeRecord):
+    """The ``sceneloc describe --json`` object plus the inference time."""
+
+    timing_ms: float = Field(description="Model time for this request, queueing excluded.")
+
+
+def region_record(box: Box, caption: str, score: float | None) -> RegionRecord:
+    return RegionRecord(
+        box=_box(box, exact=False), caption=caption, score=_number(score, SCORE_DECIMALS)
+    )
+
+
+def describe_record(answer: DescribeAnswer, *, timing: bool = False) -> DescribeRecord:
+    """The record of one image's descriptions; ``timing`` adds the model time (HTTP)."""
+    width, height = answer.image.size
+    fields: dict[str, Any] = {
+        "image": ImageRecord(path=answer.path, width=width, height=height),
+        "model": answer.model,
+        "regions": [region.to_record() for region in answer],
+    }
+    if timing:
+        return DescribeResponse(**fields, timing_ms=round(answer.timing_ms, 2))
+    return DescribeRecord(**fields)

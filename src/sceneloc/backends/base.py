@@ -6,14 +6,17 @@ import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from sceneloc.boxes import Box
 from sceneloc.candidates import Candidates
-from sceneloc.errors import ModelNotFoundError
+from sceneloc.errors import ModelNotFoundError, TaskNotSupportedError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -25,13 +28,28 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Caption:
+    """What a backend says of one region: its box in pixels, the words, and their score.
+
+    ``score`` is the caption's length-normalised log-probability (mean over its tokens)
+    where the model gives token scores, else ``None``.
+    """
+
+    box: Box
+    caption: str
+    score: float | None
+
+
 class Backend(ABC):
-    """A grounding model behind a uniform ``predict``.
+    """A model behind a uniform method per task: ``predict`` (locate), ``describe``.
 
     Built two ways: :meth:`from_pretrained` loads a checkpoint; ``__init__`` wraps models
     already in memory (training validates the very object it trains), running them where
-    they are. Backends only run their model; the caller (:class:`sceneloc.api.Grounder`)
-    loads the image, validates queries, clips boxes to the image, applies ``top_k`` and ranks.
+    they are. Backends only run their model; the callers (:class:`sceneloc.api.Grounder`,
+    :class:`sceneloc.api.Describer`) load the image, validate queries and boxes, clip boxes
+    to the image, apply ``top_k`` and rank. A family implements the methods of the tasks
+    it registers for.
     """
 
     #: The registry entry of this backend's family, set by ``register_backend``.
@@ -74,13 +92,27 @@ class Backend(ABC):
                 break
         return sorted(names)
 
-    @abstractmethod
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
-        """The candidates of each query, each query answered as if asked alone.
+        """The candidates of each query, each query answered as if asked alone (locate).
 
         Boxes are in pixels of ``image``; they may be unordered and reach past its edges.
         Candidates scoring below ``threshold`` may be left out.
         """
+        raise TaskNotSupportedError(f"{self.family.name} models do not locate")
+
+    def describe(
+        self,
+        image: Image.Image,
+        boxes: np.ndarray | None,
+        *,
+        max_new_tokens: int,
+        num_beams: int,
+    ) -> list[Caption]:
+        """One caption per row of ``boxes`` (``(n, 4)`` pixels inside ``image``), in order,
+        each region described as if asked alone; with ``boxes=None`` (families with
+        :attr:`~sceneloc.registry.Capability.DENSE_CAPTIONS`), the regions the model finds,
+        each with its own box."""
+        raise TaskNotSupportedError(f"{self.family.name} models do not describe regions")
 
 
 def from_pretrained(loader: Callable[..., T], checkpoint: str, **kwargs: Any) -> T:

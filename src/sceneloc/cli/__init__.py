@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli import batch, data, demo, evaluate, locate, serve, train
+from sceneloc.cli import batch, data, demo, describe, evaluate, locate, serve, train
 from sceneloc.cli.common import ErrorReportingGroup, configure_logging
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ def main(
 
 
 app.command()(locate.locate)
+app.command()(describe.describe)
 app.command()(locate.models)
 app.command()(evaluate.evaluate)
 app.add_typer(data.app, name="data")

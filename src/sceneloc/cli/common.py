@@ -27,18 +27,21 @@ Threshold = Annotated[float | None, typer.Option(help="Minimum score (default: t
 TopK = Annotated[int, typer.Option("--top-k", min=1, help="Candidates kept per query.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 Dtype = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
-Model = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Short name, hub id or local directory (default: "
-        + ", ".join(
-            f"{name} on a {kind.upper()}" for kind, name in DEFAULT_MODELS[Task.LOCATE].items()
-        )
-        + "; see `sceneloc models`).",
-    ),
-]
+
+
+def model_option(task: Task) -> Any:
+    """The ``--model`` option of a command doing ``task``, naming that task's defaults."""
+    defaults = ", ".join(
+        f"{name} on a {kind.upper()}" for kind, name in DEFAULT_MODELS[task].items()
+    )
+    help_text = (
+        f"Short name, hub id or local directory (default: {defaults}; see `sceneloc models`)."
+    )
+    return Annotated[str | None, typer.Option("--model", "-m", help=help_text)]
+
+
+Model = model_option(Task.LOCATE)
+DescribeModel = model_option(Task.DESCRIBE)
 MaxPixels = Annotated[
     int | None,
     typer.Option(

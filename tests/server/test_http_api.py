@@ -234,6 +234,7 @@ def test_models_and_healthz(client):
             "name": "native-synth",
             "backend": "native",
             "tasks": ["locate"],
+            "serves": ["locate"],
             "device": "cpu",
             "dtype": "float32",
             "default_threshold": 0.5,

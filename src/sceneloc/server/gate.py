@@ -8,6 +8,7 @@ from every client of an already saturated server.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -50,7 +51,8 @@ class Admission:
 
 
 class RequestGate:
-    """Refuse oversized bodies (413) and, on ``POST gated_path``, requests over the queue (503).
+    """Refuse oversized bodies (413) and, on a ``POST`` to one of ``gated_paths`` (the paths
+    that run the model), requests over the queue (503).
 
     A declared ``Content-Length`` over the limit is refused at once; a body that streams past
     it (chunked, or lying about its length) fails while it is read, with an HTTP 413 that
@@ -58,12 +60,17 @@ class RequestGate:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_upload_bytes: int, admission: Admission, gated_path: str
+        self,
+        app: ASGIApp,
+        *,
+        max_upload_bytes: int,
+        admission: Admission,
+        gated_paths: Collection[str],
     ) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
         self.admission = admission
-        self.gated_path = gated_path
+        self.gated_paths = frozenset(gated_paths)
         self.too_large = f"the upload is over the server's limit of {max_upload_bytes:,} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,7 +81,7 @@ class RequestGate:
         if declared.isdigit() and int(declared) > self.max_upload_bytes:
             await error_response(413, self.too_large)(scope, receive, send)
             return
-        gated = scope["method"] == "POST" and scope["path"] == self.gated_path
+        gated = scope["method"] == "POST" and scope["path"] in self.gated_paths
         if gated and not self.admission.try_enter():
             retry = self.admission.retry_after()
             message = f"server busy: {self.admission.limit} requests already admitted"

@@ -1,7 +1,8 @@
 """Response models of the HTTP API, so that ``/openapi.json`` documents what it returns.
 
-The locate answer is the library's own :class:`sceneloc.schema.LocateResponse`, the one
-definition of the ``sceneloc locate --json`` object; the models here are the server's own.
+The answers are the library's own :class:`sceneloc.schema.LocateResponse` and
+:class:`~sceneloc.schema.DescribeResponse`, the one definition of the ``sceneloc locate
+--json`` and ``sceneloc describe --json`` objects; the models here are the server's own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ class ModelOut(BaseModel):
     name: str = Field(description="As given to `sceneloc serve --model`.")
     backend: str
     tasks: list[str] = Field(description="What the model can be asked to do, e.g. locate.")
+    serves: list[str] = Field(
+        description="What this server asks it to do: locate (POST /v1/locate), describe "
+        "(POST /v1/describe)."
+    )
     device: str
     dtype: str
     default_threshold: float = Field(description="Used when a request gives no threshold.")

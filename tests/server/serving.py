@@ -1,4 +1,5 @@
-"""``sceneloc serve`` as a real subprocess on a free port, for the API test and the load test."""
+"""What the server tests share: ``sceneloc serve`` as a real subprocess on a free port (for
+the API tests and the load test), a locate request and the check of an error answer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from fastapi.testclient import TestClient
 
 
 def free_port() -> int:
@@ -49,3 +51,16 @@ def healthy(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
     except (httpx.TransportError, ValueError):
         return False
+
+
+def post(client: TestClient, image: bytes | None, queries=("a circle",), **fields):
+    files = {"image": ("scene.png", image, "image/png")} if image is not None else None
+    return client.post("/v1/locate", files=files, data={"queries": list(queries)} | fields)
+
+
+def assert_error(response: httpx.Response, status: int, text: str = "") -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and "\n" not in body["error"]
+    assert text in body["error"]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving import running_server
+from serving import assert_error, post, running_server
 from typer.testing import CliRunner
 
 import sceneloc
@@ -45,19 +45,6 @@ def scene():
 @pytest.fixture(scope="module")
 def scene_png(scene) -> bytes:
     return png_bytes(scene.image)
-
-
-def post(client: TestClient, image: bytes | None, queries=("a circle",), **fields):
-    files = {"image": ("scene.png", image, "image/png")} if image is not None else None
-    return client.post("/v1/locate", files=files, data={"queries": list(queries)} | fields)
-
-
-def assert_error(response: httpx.Response, status: int, text: str = "") -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"} and "\n" not in body["error"]
-    assert text in body["error"]
 
 
 def test_locate_answers_like_locate_json_plus_timing(client, grounder, scene, scene_png):

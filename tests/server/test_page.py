@@ -1,4 +1,6 @@
-"""The web page at ``/``, driven in headless Chromium against the real server and model.
+"""The web page at ``/``, driven in headless Chromium against the real server and models:
+locate mode (queries, boxes, threshold, download) and describe mode (boxes drawn with the
+mouse, captions).
 
 Needs Playwright's Python package (the ``dev`` extra) and a Chromium executable: Debian's
 ``chromium`` package, which the README's set-up (and so CI) installs where it is missing.
@@ -14,12 +16,16 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import sceneloc
 from sceneloc.demo import demo_scene
 from sceneloc.results import PALETTE
+from sceneloc.server import create_app
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed: pip install -e '.[dev]'"
@@ -33,15 +39,11 @@ pytestmark = pytest.mark.skipif(
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
-def base_url():
-    """The real app with the bundled ``native-synth`` model, served by uvicorn on 127.0.0.1."""
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` served by uvicorn on 127.0.0.1, in a thread; yields its URL."""
     import uvicorn
 
-    import sceneloc
-    from sceneloc.server import create_app
-
-    app = create_app(sceneloc.load("native-synth", device="cpu"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -58,6 +60,30 @@ def base_url():
 
 
 @pytest.fixture(scope="module")
+def grounder():
+    return sceneloc.load("native-synth", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def base_url(grounder):
+    """The real app with the bundled ``native-synth`` model, which locates only."""
+    with serving(create_app(grounder)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def describer(florence2_dir):
+    return sceneloc.load(str(florence2_dir), task="describe", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def describe_url(grounder, describer):
+    """``native-synth`` locating, a tiny Florence-2 describing."""
+    with serving(create_app(grounder, describer=describer)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
@@ -65,11 +91,24 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, base_url):
-    context = browser.new_context(base_url=base_url, accept_downloads=True)
+def open_page(browser, url):
+    context = browser.new_context(base_url=url, accept_downloads=True)
     page = context.new_page()
     page.goto("/")
+    return context, page
+
+
+@pytest.fixture
+def page(browser, base_url):
+    context, page = open_page(browser, base_url)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def describe_page(browser, describe_url):
+    context, page = open_page(browser, describe_url)
+    page.get_by_label("Describe").check()
     yield page
     context.close()
 
@@ -186,3 +225,93 @@ def test_api_errors_are_announced(page):
     message = page.locator("[aria-live]")
     sync_api.expect(message).to_have_text(reply.value.json()["error"])
     assert page.locator("#boxes .box").count() == 0
+
+
+def test_describe_mode_needs_a_model_that_describes(page):
+    describe = page.get_by_label("Describe")
+    sync_api.expect(describe).to_be_disabled()
+    sync_api.expect(page.locator(".mode")).to_contain_text("--describe-model")
+
+
+def draw(page, start, end):
+    """Drag the mouse from ``start`` to ``end``, fractions of the picture's displayed size."""
+    shown = page.locator("#picture").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return shown["x"] + x * shown["width"], shown["y"] + y * shown["height"]
+
+    page.mouse.move(*at(*start))
+    page.mouse.down()
+    page.mouse.move(*at(*end), steps=4)
+    page.mouse.up()
+
+
+def press_describe(page):
+    with page.expect_response("**/v1/describe") as reply:
+        page.get_by_role("button", name="Describe").click()
+    assert reply.value.ok, reply.value.text()
+    return reply.value.request.post_data_buffer, reply.value.json()
+
+
+def captions_listed(page) -> list[str]:
+    return page.locator("#results li .caption").all_inner_texts()
+
+
+def test_boxes_drawn_with_the_mouse_are_described(describe_page, describer):
+    page = describe_page
+    scene = demo_scene()
+    width, height = scene.image.size
+    page.set_input_files("#file", png_upload(scene.image))
+    draw(page, (0.1, 0.2), (0.4, 0.5))
+    draw(page, (0.6, 0.3), (1.2, 0.7))  # past the picture's right edge: stops there
+    sync_api.expect(page.locator("#boxes .box.pending")).to_have_count(2)
+    sent, answer = press_describe(page)
+
+    boxes = [region["box"] for region in answer["regions"]]
+    assert sent.count(b'name="box"') == 2
+    for box, (fx1, fy1, fx2, fy2) in zip(boxes, [(0.1, 0.2, 0.4, 0.5), (0.6, 0.3, 1.0, 0.7)]):
+        assert box == pytest.approx([fx1 * width, fy1 * height, fx2 * width, fy2 * height], abs=1.5)
+    assert boxes[1][2] == width
+
+    # The captions listed, numbered like the boxes drawn, are the API's for these boxes.
+    expected = describer.describe(scene.image, boxes).to_dict()
+    assert answer["regions"] == expected["regions"]
+    sync_api.expect(page.locator("#results li")).to_have_count(2)
+    assert captions_listed(page) == [region["caption"] for region in expected["regions"]]
+    assert page.locator("#boxes .box:not(.pending)").all_inner_texts() == ["1", "2"]
+    assert page.locator("#boxes .box").nth(0).evaluate(
+        "e => getComputedStyle(e).borderTopColor"
+    ) == rgb(PALETTE[0])
+    sync_api.expect(page.locator("[aria-live]")).to_contain_text("Described 2 regions")
+
+    # Back in locate mode the queries come back and the regions go; describe keeps them.
+    page.get_by_label("Locate").check()
+    sync_api.expect(page.get_by_label("Queries, one per line")).to_be_visible()
+    sync_api.expect(page.locator("#boxes .box")).to_have_count(0)
+    page.get_by_label("Describe").check()
+    assert captions_listed(page) == [region["caption"] for region in expected["regions"]]
+
+
+def test_without_boxes_the_model_finds_the_regions(describe_page, describer):
+    page = describe_page
+    scene = demo_scene()
+    page.set_input_files("#file", png_upload(scene.image))
+    draw(page, (0.1, 0.1), (0.3, 0.3))
+    page.get_by_role("button", name="Clear boxes").click()
+    sync_api.expect(page.locator("#boxes .box")).to_have_count(0)
+    sent, answer = press_describe(page)
+    assert b'name="box"' not in sent
+    expected = describer.describe(scene.image).to_dict()
+    assert answer["regions"] == expected["regions"]
+    assert captions_listed(page) == [region["caption"] for region in expected["regions"]]
+    assert page.locator("#boxes .box").count() == len(expected["regions"])
+
+
+def test_describe_errors_are_announced(describe_page):
+    page = describe_page
+    page.set_input_files("#file", {"name": "x.png", "mimeType": "image/png", "buffer": b"not"})
+    with page.expect_response("**/v1/describe") as reply:
+        page.get_by_role("button", name="Describe").click()
+    assert reply.value.status == 400
+    sync_api.expect(page.locator("[aria-live]")).to_have_text(reply.value.json()["error"])
+    assert page.locator("#results li").count() == 0

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
-from matching import assert_alone_equals_together, assert_same
+from matching import assert_alone_equals_together, assert_same, forward_counts
 from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
 import sceneloc
 from sceneloc.api import rank
-from sceneloc.backends.florence2 import TASK, Florence2Backend
+from sceneloc.backends.florence2 import (
+    DENSE_REGION_CAPTION,
+    GROUNDING,
+    REGION_TO_DESCRIPTION,
+    Florence2Backend,
+)
 from sceneloc.candidates import Candidate, Candidates
 
 QUERIES = ["the red square", "a green circle left of the blue triangle", "blue"]
@@ -25,25 +32,34 @@ def grounder(florence2_dir):
     return sceneloc.load(str(florence2_dir), device="cpu")
 
 
-def reference(checkpoint, image, query: str) -> Candidates:
-    """The model card's usage for one query asked alone, each box scored independently.
-
-    The score is recomputed by a teacher-forced pass over the generated answer: the
-    geometric mean of the probabilities of the box's four location tokens.
-    """
+def reference_answer(checkpoint, image, prompt: str, num_beams: int = 3, max_new_tokens=256):
+    """The model card's usage for one prompt: the processor, the generated answer (without
+    the decoder's start token) and each answer token's log-probability, recomputed by a
+    teacher-forced pass over the answer."""
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = Florence2ForConditionalGeneration.from_pretrained(checkpoint).eval()
-    inputs = processor(text=TASK + query, images=image, return_tensors="pt")
+    inputs = processor(text=prompt, images=image, return_tensors="pt")
     with torch.no_grad():
-        ids = model.generate(**inputs, max_new_tokens=256, num_beams=3, do_sample=False)
+        ids = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False
+        )
         logits = model(**inputs, decoder_input_ids=ids[:, :-1]).logits
-    text = processor.batch_decode(ids, skip_special_tokens=False)[0]
-    parsed = processor.post_process_generation(text, task=TASK, image_size=image.size)[TASK]
     answer = ids[0, 1:]
     log_probs = logits[0].log_softmax(-1).gather(-1, answer[:, None])[:, 0]
+    return processor, ids[0], log_probs
+
+
+def reference(checkpoint, image, query: str) -> Candidates:
+    """One query asked alone, each box scored independently: the geometric mean of the
+    probabilities of the box's four location tokens."""
+    processor, ids, log_probs = reference_answer(checkpoint, image, GROUNDING + query)
+    text = processor.decode(ids, skip_special_tokens=False)
+    parsed = processor.post_process_generation(text, task=GROUNDING, image_size=image.size)[
+        GROUNDING
+    ]
     tags = [
         i
-        for i, token in enumerate(processor.tokenizer.convert_ids_to_tokens(answer))
+        for i, token in enumerate(processor.tokenizer.convert_ids_to_tokens(ids[1:]))
         if token.startswith("<loc_")
     ]
     assert len(tags) == 4 * len(parsed["bboxes"]), "the tiny model writes four tags per box"
@@ -132,8 +148,9 @@ def test_runs_in_bfloat16(florence2_dir, scene):
 def test_prompt_is_what_the_processor_builds(grounder, scene):
     backend = grounder.backend
     for query in QUERIES:
-        inputs = backend.processor(text=TASK + query, images=scene, return_tensors="pt")
-        built = backend.processor.tokenizer(backend.prompt_for(query), add_special_tokens=False)
+        inputs = backend.processor(text=GROUNDING + query, images=scene, return_tensors="pt")
+        prompt = backend.prompt_for(GROUNDING, query)
+        built = backend.processor.tokenizer(prompt, add_special_tokens=False)
         assert built["input_ids"] == inputs["input_ids"][0].tolist()
 
 
@@ -165,7 +182,9 @@ def test_unusual_answers_parse_like_the_processor(grounder, scene, pieces, tag_n
     log_probs = [-0.01 * (i + 1) for i in range(len(sequence) - 1)]
     tags = [p for t, p in zip(sequence[1:], log_probs) if t in backend.location_ids]
     text = backend.processor.tokenizer.decode(sequence, skip_special_tokens=False)
-    parsed = backend.processor.post_process_generation(text, task=TASK, image_size=scene.size)[TASK]
+    parsed = backend.processor.post_process_generation(text, task=GROUNDING, image_size=scene.size)[
+        GROUNDING
+    ]
 
     found = backend._candidates(sequence, log_probs, scene.size)
     assert [c.box for c in found] == parsed["bboxes"]
@@ -188,3 +207,139 @@ def test_tags_spelt_with_ordinary_tokens_score_zero(grounder, scene, caplog):
 def test_missing_checkpoint_raises_model_not_found(tmp_path):
     with pytest.raises(sceneloc.ModelNotFoundError):
         Florence2Backend.from_pretrained(str(tmp_path / "no-such-model"), CPU, torch.float32)
+
+
+# --- describe ---------------------------------------------------------------------------------
+
+BOXES = [[10, 10, 50, 60], [70, 20, 110, 70], [120, 50, 150, 80]]
+
+
+@pytest.fixture(scope="module")
+def describer(florence2_dir):
+    return sceneloc.load(str(florence2_dir), task="describe", device="cpu")
+
+
+def reference_caption(checkpoint, image, box, num_beams: int) -> tuple[str, float]:
+    """The model card's region description for one box: the box as the processor's location
+    tokens, generate, the processor's post-processing; the score is the mean teacher-forced
+    log-probability of the answer's tokens other than its start and end."""
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    bins = processor.post_processor.quantize(torch.tensor([box], dtype=torch.float64), image.size)
+    region = "".join(f"<loc_{int(b)}>" for b in bins[0])
+    _, ids, log_probs = reference_answer(
+        checkpoint, image, REGION_TO_DESCRIPTION + region, num_beams, max_new_tokens=1024
+    )
+    text = processor.decode(ids, skip_special_tokens=False)
+    caption = processor.post_process_generation(
+        text, task=REGION_TO_DESCRIPTION, image_size=image.size
+    )[REGION_TO_DESCRIPTION]
+    markers = {processor.tokenizer.bos_token_id, processor.tokenizer.eos_token_id}
+    words = [i for i, token in enumerate(ids[1:].tolist()) if token not in markers]
+    return caption, float(log_probs[words].mean())
+
+
+@pytest.mark.parametrize("num_beams", [3, 1])
+def test_region_captions_match_reference_box_by_box(describer, florence2_dir, scene, num_beams):
+    answer = describer.describe(scene, BOXES, num_beams=num_beams)
+    assert [region.box for region in answer] == BOXES
+    for region, box in zip(answer, BOXES):
+        caption, score = reference_caption(florence2_dir, scene, box, num_beams)
+        assert region.caption == caption
+        assert region.score == pytest.approx(score, abs=1e-4)
+    assert len(set(answer.captions)) > 1, "captions should depend on the box"
+
+
+def test_box_alone_equals_box_among_others(describer, scene):
+    together = describer.describe(scene, BOXES)
+    for region in together:
+        (alone,) = describer.describe(scene, [region.box])
+        assert alone.caption == region.caption
+        assert alone.score == pytest.approx(region.score, abs=1e-5)
+
+
+def test_boxes_described_in_one_generate_with_the_image_encoded_once(describer, scene, monkeypatch):
+    backend = describer.backend
+    generate, calls = backend.model.generate, []
+    monkeypatch.setattr(
+        backend.model, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k)
+    )
+    with forward_counts(vision=backend.model.model.vision_tower) as counts:
+        describer.describe(scene, BOXES * 5)
+    assert counts == {"vision": 1}
+    assert len(calls) == 1
+
+
+def test_box_quantisation_round_trips_within_one_bin(describer, scene):
+    backend = describer.backend
+    post_processor = backend.processor.post_processor
+    width, height = scene.size
+    boxes = [*BOXES, [0, 0, width, height], [0.4, 95.2, 1.7, 96.0]]
+    for box in boxes:
+        tags = backend.region_text(box, scene.size)
+        bins = torch.tensor([[int(n) for n in re.findall(r"<loc_(\d+)>", tags)]])
+        tokens = backend.processor.tokenizer(tags, add_special_tokens=False)["input_ids"]
+        assert len(tokens) == 4 and set(tokens) <= backend.location_ids
+        back = post_processor.dequantize(bins, scene.size)[0].tolist()
+        bin_size = [width / 1000, height / 1000] * 2
+        for original, restored, size in zip(box, back, bin_size):
+            assert abs(original - restored) <= size + 1  # one bin, and dequantize's int()
+
+
+def test_dense_captions_match_reference(describer, florence2_dir, scene):
+    answer = describer.describe(scene)
+    processor, ids, log_probs = reference_answer(
+        florence2_dir, scene, DENSE_REGION_CAPTION, max_new_tokens=1024
+    )
+    text = processor.decode(ids, skip_special_tokens=False)
+    parsed = processor.post_process_generation(
+        text, task=DENSE_REGION_CAPTION, image_size=scene.size
+    )[DENSE_REGION_CAPTION]
+    assert len(parsed["bboxes"]) == 2, "the tiny model writes two regions"
+    assert [r.box for r in answer] == [[float(v) for v in b] for b in parsed["bboxes"]]
+    assert answer.captions == parsed["labels"]
+    # The tiny model's grammar: <s>, two words and a box, one word and a box, </s>.
+    own_tokens = [slice(1, 7), slice(7, 12)]
+    expected = [float(log_probs[tokens].mean()) for tokens in own_tokens]
+    assert [r.score for r in answer] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "regions"),
+    [
+        # a phrase with two boxes gives its words to both; a second phrase has its own
+        ((" red square", "<loc_1><loc_2><loc_600><loc_700><loc_5><loc_6><loc_900><loc_800>",
+          " blue", "<loc_10><loc_20><loc_30><loc_40>"),
+         [("red square", [1, 2, 3, 4, 5, 6]), ("red square", [1, 2, 7, 8, 9, 10]),
+          ("blue", [11, 12, 13, 14, 15])]),
+        # words without tags are no region
+        ((" red", "<loc_1><loc_2><loc_3><loc_4>", " blue"), [("red", [1, 2, 3, 4, 5])]),
+    ],
+)  # fmt: skip
+def test_dense_answers_parse_like_the_processor(describer, scene, pieces, regions):
+    backend = describer.backend
+    assert (
+        len(backend.processor.tokenizer(" red square", add_special_tokens=False)["input_ids"]) == 2
+    )
+    sequence = answer(backend, *pieces)
+    generated = sequence[1:]
+    log_probs = [-0.01 * (i + 1) for i in range(len(generated))]
+    text = backend.processor.tokenizer.decode(sequence, skip_special_tokens=False)
+    parsed = backend.processor.post_process_generation(
+        text, task=DENSE_REGION_CAPTION, image_size=scene.size
+    )[DENSE_REGION_CAPTION]
+
+    found = backend._dense_regions(sequence, log_probs, scene.size)
+    assert [c.box for c in found] == [[float(v) for v in b] for b in parsed["bboxes"]]
+    assert [c.caption for c in found] == parsed["labels"] == [label for label, _ in regions]
+    expected = [sum(log_probs[i] for i in own) / len(own) for _, own in regions]
+    assert [c.score for c in found] == pytest.approx(expected)
+
+
+def test_describe_runs_in_bfloat16(florence2_dir, scene):
+    backend = Florence2Backend.from_pretrained(str(florence2_dir), CPU, torch.bfloat16)
+    exact = Florence2Backend.from_pretrained(str(florence2_dir), CPU, torch.float32)
+    with torch.inference_mode():
+        half = backend.describe(scene, np.array(BOXES), max_new_tokens=64, num_beams=3)
+        full = exact.describe(scene, np.array(BOXES), max_new_tokens=64, num_beams=3)
+    assert [c.caption for c in half] == [c.caption for c in full]
+    assert [c.score for c in half] == pytest.approx([c.score for c in full], abs=0.05)

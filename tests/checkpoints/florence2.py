@@ -71,7 +71,11 @@ def build_florence2(directory: Path, seed: int = 0) -> Path:
     processor = Florence2Processor(
         image_processor,
         tokenizer,
-        post_processor_config={"phrase_grounding": {"banned_grounding_tokens": ["the image"]}},
+        post_processor_config={
+            "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
+            "pure_text": {},
+            "description_with_bboxes": {},
+        },
     )
     vision = dict(
         depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, 32], num_heads=[1, 1, 2, 2],

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from typer.core import TyperGroup
 
 from sceneloc.errors import SceneLocError
@@ -55,6 +57,21 @@ MaxPixels = Annotated[
 def model_options(max_pixels: int | None) -> dict[str, int]:
     """The backend options the user set on the command line (none when left at defaults)."""
     return {} if max_pixels is None else {"max_pixels": max_pixels}
+
+
+def answer_table(
+    payload: dict[str, Any], columns: Sequence[tuple[str, Literal["left", "right"]]]
+) -> Table:
+    """An empty table for one image's ``--json`` payload, titled with the image, its size and
+    the model; ``columns`` are (heading, justification) pairs."""
+    image = payload["image"]
+    table = Table(
+        title=escape(f"{image['path']} ({image['width']}x{image['height']}) - {payload['model']}"),
+        title_justify="left",
+    )
+    for heading, justify in columns:
+        table.add_column(heading, justify=justify)
+    return table
 
 
 def configure_logging(verbose: bool) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from sceneloc.cli.common import DescribeModel, Device, Dtype, console
-from sceneloc.registry import Task, default_model
+from sceneloc.cli.common import DescribeModel, Device, Dtype, answer_table, console
+from sceneloc.registry import Task
 
 
 def describe(
@@ -44,7 +44,6 @@ def describe(
 
     picture = sceneloc.load_image(image)  # fail fast on bad input, before loading a model
     boxes = None if not box else sceneloc.api.region_boxes(box, *picture.image.size)
-    model = model or default_model(Task.DESCRIBE, sceneloc.api.resolve_device(device))
     describer = sceneloc.load(model, task=Task.DESCRIBE, device=device, dtype=dtype)
     answer = describer.describe(
         picture.image, boxes, max_new_tokens=max_new_tokens, num_beams=beams
@@ -62,22 +61,16 @@ def describe(
 
 
 def print_regions(payload: dict) -> None:
-    image = payload["image"]
-    table = Table(
-        title=f"{image['path']} ({image['width']}x{image['height']}) - {payload['model']}",
-        title_justify="left",
-    )
-    for column, justify in (("#", "right"), ("region (x1, y1, x2, y2)", "left"),
-                            ("caption", "left"), ("score", "right")):  # fmt: skip
-        table.add_column(column, justify=justify)
+    table = answer_table(payload, [("#", "right"), ("region (x1, y1, x2, y2)", "left"),
+                                   ("caption", "left"), ("score", "right")])  # fmt: skip
+    if not payload["regions"]:
+        table.caption = "no regions found"
     for index, region in enumerate(payload["regions"], start=1):
         score = region["score"]
         table.add_row(
             str(index),
             ", ".join(f"{v:.1f}" for v in region["box"]),
-            region["caption"],
+            escape(region["caption"]),  # the model's words, never markup
             f"{score:.3f}" if score is not None else "-",
         )
-    if not payload["regions"]:
-        console.print("no regions found")
     console.print(table)

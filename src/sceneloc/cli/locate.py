@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sceneloc.cli.common import (
@@ -17,6 +18,7 @@ from sceneloc.cli.common import (
     Model,
     Threshold,
     TopK,
+    answer_table,
     console,
     fail,
     model_options,
@@ -87,19 +89,14 @@ def require_masks(model: str) -> None:
 
 
 def print_table(payload: dict) -> None:
-    image = payload["image"]
-    table = Table(
-        title=f"{image['path']} ({image['width']}x{image['height']}) - {payload['model']}",
-        title_justify="left",
-    )
-    for column, justify in (("#", "right"), ("query", "left"), ("box (x1, y1, x2, y2)", "left"),
-                            ("score", "right"), ("candidates", "right")):  # fmt: skip
-        table.add_column(column, justify=justify)
+    table = answer_table(payload, [("#", "right"), ("query", "left"),
+                                   ("box (x1, y1, x2, y2)", "left"), ("score", "right"),
+                                   ("candidates", "right")])  # fmt: skip
     for index, result in enumerate(payload["results"], start=1):
         box = result["box"]
         table.add_row(
             str(index),
-            result["query"],
+            escape(result["query"]),
             ", ".join(f"{v:.1f}" for v in box) if box else "[dim]not found[/]",
             f"{result['score']:.3f}" if result["score"] is not None else "-",
             str(len(result["candidates"])),

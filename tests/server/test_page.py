@@ -287,6 +287,7 @@ def test_boxes_drawn_with_the_mouse_are_described(describe_page, describer):
     sync_api.expect(page.locator("#boxes .box.pending")).to_have_count(0)
     assert_drawn_at(page, width, dict(enumerate(boxes)))
     sync_api.expect(page.locator("[aria-live]")).to_contain_text("Described 2 regions")
+    assert download_json(page) == answer
 
     # Back in locate mode the queries come back and the regions go; describe keeps them.
     page.get_by_label("Locate").check()

@@ -25,8 +25,8 @@ def serve(
         int,
         typer.Option(
             min=1,
-            help="Inference threads, all sharing the one loaded model (threads, not "
-            "processes: the model is in memory once). More pay off only with CPUs to spare.",
+            help="Inference threads, all sharing the loaded models (threads, not "
+            "processes: each model is in memory once). More pay off only with CPUs to spare.",
         ),
     ] = 1,
     max_upload_mb: Annotated[

@@ -125,6 +125,10 @@ def test_report_split_and_plain_references(references, tmp_path):
     shutil.copy(references, plain)
     code, metrics, _ = evaluate("--data", plain, "--predictions", predictions, "--json")
     assert code == 0 and "exact" not in metrics and metrics["bleu1"] == pytest.approx(1.0)
+    scenes = references.parent / "scenes.jsonl"
+    _, metrics, _ = evaluate("--data", plain, "--predictions", predictions, "--scenes", scenes,
+                             "--json")  # fmt: skip
+    assert metrics["exact"] == 1.0  # the images resolve against --data's folder, as listed
     result = runner.invoke(app, ["evaluate", "--task", "describe", "--no-meteor", "--data",
                                  str(plain), "--predictions", str(predictions)])  # fmt: skip
     assert result.exit_code == 0 and "by reference type" in result.stdout

@@ -53,7 +53,10 @@ def evaluate(
     ] = None,
     scenes: Annotated[
         Path | None,
-        typer.Option(help="Synthetic scenes.jsonl for --baseline (default: beside --data)."),
+        typer.Option(
+            help="Synthetic scenes.jsonl for --baseline and describe's exact "
+            "(default: beside --data)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of --baseline.")] = 0,
     limit: Annotated[
@@ -61,7 +64,10 @@ def evaluate(
         typer.Option(min=1, help="Evaluate only the first N samples (describe: regions)."),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Most queries per image per model call.")
+        int,
+        typer.Option(
+            "--batch-size", min=1, help="Most queries (describe: boxes) per image per model call."
+        ),
     ] = 16,
     threshold: Annotated[
         float,
@@ -90,8 +96,14 @@ def evaluate(
     if as_task(task) is Task.DESCRIBE:
         if baseline is not None:
             raise fail("--baseline is for --task locate")
-        describe_options = {"limit": limit, "batch_size": batch_size, "split": split,
-                            "meteor": meteor, "save_predictions": save_predictions}  # fmt: skip
+        describe_options = {
+            "limit": limit,
+            "batch_size": batch_size,
+            "split": split,
+            "meteor": meteor,
+            "save_predictions": save_predictions,
+            "scenes": scenes,
+        }
         evaluate_describe(data, model, predictions, listener, device, dtype, report, as_json,
                           describe_options)  # fmt: skip
         return

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +31,8 @@ import numpy as np
 
 from sceneloc.boxes import Box
 from sceneloc.data.format import Sample, parse_box, read_jsonl, read_samples, report_bad
-from sceneloc.data.scenes import SCENES_FILE
-from sceneloc.data.synth.checking import CheckedScene, read_checked_scenes
+from sceneloc.data.scenes import SCENES_FILE, read_scenes
+from sceneloc.data.synth.checking import CheckedScene
 from sceneloc.errors import DataFormatError, InvalidImageError, SceneLocError
 from sceneloc.evaluation.captions import CaptionScorer
 from sceneloc.evaluation.metrics import UNKNOWN, best_iou
@@ -61,6 +60,7 @@ class Region:
     references: tuple[str, ...]
     types: tuple[str, ...]
     split: str
+    image_id: str | int | None = None
 
     def references_of(self, kind: str) -> list[str]:
         return [r for r, t in zip(self.references, self.types) if t == kind]
@@ -95,6 +95,7 @@ def read_regions(
             references=tuple(s.query for s in group),
             types=tuple(s.type or UNKNOWN for s in group),
             split=group[0].split,
+            image_id=group[0].image_id,
         )
         for group in islice(found.values(), limit)
     ]
@@ -277,20 +278,30 @@ def _round_trips(
 
 
 def _exact(
-    scenes: Mapping[str, CheckedScene],
+    scenes_file: Path,
     regions: Sequence[Region],
     captions: Sequence[RegionCaption],
     root: Path,
-) -> list[bool]:
+) -> list[bool] | None:
+    """Whether each caption picks out its region alone; ``None`` when the scenes are not
+    synthetic ones. A region's scene is found by its image id, else its image path."""
+    scenes = read_scenes(scenes_file)
+    checked: dict[str, CheckedScene | None] = {}
     exact = []
     for region, caption in zip(regions, captions):
-        scene = scenes.get(os.path.normpath(root / region.image))
+        record = scenes.find(region.image_id, root / region.image)
+        if record is None:
+            raise DataFormatError(f"{scenes_file}: no scene of {region.image}")
+        if record.image not in checked:
+            checked[record.image] = CheckedScene.from_record(record)
+        scene = checked[record.image]
         if scene is None:
-            raise DataFormatError(f"{region.image} is not in {SCENES_FILE}")
+            logger.info("%s does not list synthetic shapes: no exact check", scenes_file)
+            return None
         try:
             exact.append(scene.is_exact(caption.caption, region.box))
         except ValueError as exc:
-            raise DataFormatError(f"{root / SCENES_FILE}: {region.image}: {exc}") from None
+            raise DataFormatError(f"{scenes_file}: {region.image}: {exc}") from None
     return exact
 
 
@@ -299,6 +310,7 @@ def evaluate_describer(
     source: Describer | str | Path | Mapping[tuple[str, tuple[int, ...]], RegionCaption],
     *,
     listener: Grounder | None = None,
+    scenes: str | Path | None = None,
     split: str | None = None,
     limit: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -312,7 +324,8 @@ def evaluate_describer(
     ``source`` is a loaded :class:`~sceneloc.Describer` or a predictions file (or its
     mapping from :func:`read_caption_predictions`); a region without a prediction raises
     :class:`DataFormatError`, predictions of other regions are logged and ignored.
-    ``listener`` adds ``roundtrip@0.5``; ``meteor=False`` skips METEOR (a JVM, slow to
+    ``listener`` adds ``roundtrip@0.5``; synthetic ``scenes`` (default: the ``scenes.jsonl``
+    beside ``data``, if any) add ``exact``. ``meteor=False`` skips METEOR (a JVM, slow to
     start). ``save_predictions`` writes the captions as a predictions file; ``progress`` is
     called with the number of regions described after each image.
     """
@@ -337,10 +350,9 @@ def evaluate_describer(
         _write_predictions(Path(save_predictions), result)
     if listener is not None:
         result.roundtrip = _round_trips(listener, regions, captions, root, batch_size)
-    scenes_file = root / SCENES_FILE
-    scenes = read_checked_scenes(scenes_file) if scenes_file.is_file() else None
-    if scenes is not None:
-        result.exact = _exact(scenes, regions, captions, root)
+    scenes_file = Path(scenes) if scenes is not None else root / SCENES_FILE
+    if scenes is not None or scenes_file.is_file():
+        result.exact = _exact(scenes_file, regions, captions, root)
     result.compute(meteor)
     return result
 

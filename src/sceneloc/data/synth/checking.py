@@ -10,22 +10,17 @@ union box of a planted group.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from sceneloc.boxes import Box, union_box
-from sceneloc.data.format import read_jsonl
+from sceneloc.data.scenes import SceneRecord
 from sceneloc.data.synth.english import parse_query
 from sceneloc.data.synth.objects import SceneObject
 from sceneloc.data.synth.resolver import is_unambiguous, resolve
 from sceneloc.data.synth.specs import target_ids as referred_ids
-
-logger = logging.getLogger(__name__)
 
 #: How far (pixels) a region's box may be from an object's and still be that object's.
 BOX_TOLERANCE = 0.01
@@ -74,6 +69,18 @@ class CheckedScene:
     objects: tuple[SceneObject, ...]
     groups: tuple[tuple[int, ...], ...] = ()
 
+    @classmethod
+    def from_record(cls, record: SceneRecord) -> CheckedScene | None:
+        """The scene of a ``scenes.jsonl`` line, or ``None`` when its objects are not the
+        generator's shapes (each with an id, a shape, a colour and a size)."""
+        objects = []
+        for obj in record.objects:
+            values = [obj.attributes.get(k) for k in ("shape", "color", "size")]
+            if obj.id is None or None in values:
+                return None
+            objects.append(SceneObject(obj.id, *values, box=tuple(obj.box)))  # type: ignore[arg-type]
+        return cls(tuple(objects), record.groups)
+
     def is_exact(self, caption: str, box: Box) -> bool:
         """Whether ``caption`` picks out the region ``box`` (one of its targets) alone;
         ``ValueError`` when ``box`` is no object's or group's."""
@@ -82,20 +89,3 @@ class CheckedScene:
             raise ValueError(f"the region {box} is no object or group of the scene")
         picked = picked_out(caption, self.objects)
         return picked is not None and any(set(picked) == set(t) for t in targets)
-
-
-def read_checked_scenes(path: str | Path) -> dict[str, CheckedScene] | None:
-    """A generator's ``scenes.jsonl`` by normalised image path (relative ones against the
-    file's folder); ``None`` when its objects are not the generator's shapes."""
-    path = Path(path)
-    scenes = {}
-    for number, record in read_jsonl(path):
-        try:
-            objects = tuple(SceneObject.from_dict(o) for o in record["objects"])
-            groups = tuple(tuple(g["members"]) for g in record.get("groups", []))
-            image = path.parent / record["image"]
-        except (KeyError, TypeError, ValueError):
-            logger.info("%s:%d is not a synthetic scene", path, number)
-            return None
-        scenes[os.path.normpath(image)] = CheckedScene(objects, groups)
-    return scenes

@@ -5,7 +5,7 @@ The references are samples (:mod:`sceneloc.data.format`): lines with the same ``
 synthetic ``descriptions.jsonl`` all serve. Each region gets one caption, from a loaded
 :class:`~sceneloc.Describer` or from a predictions file (JSON Lines
 ``{"image", "box", "caption", "score"?}``, ``image`` as the references write it, ``box``
-equal to the region's within :data:`BOX_TOLERANCE` pixels).
+the region's, the two compared rounded to :data:`BOX_PRECISION` pixels).
 
 Metrics: BLEU-1..4, CIDEr-D and METEOR (:mod:`sceneloc.evaluation.captions`); with a
 listener (a :class:`~sceneloc.Grounder`), ``roundtrip@0.5``, the share of regions whose
@@ -43,8 +43,8 @@ if TYPE_CHECKING:  # the API imports torch and transformers; only types are need
 
 logger = logging.getLogger(__name__)
 
-#: How far (pixels) a prediction's box may be from its region's.
-BOX_TOLERANCE = 0.01
+#: Boxes of predictions and regions are compared rounded to this many pixels.
+BOX_PRECISION = 0.01
 #: IoU a listener's box needs with the region for a round trip.
 ROUNDTRIP_IOU = 0.5
 #: Regions described per ``describe`` call by default.
@@ -75,8 +75,12 @@ class RegionCaption:
     score: float | None = None
 
 
-def _box_key(image: str, box: Sequence[float]) -> tuple[str, tuple[int, ...]]:
-    return image, tuple(round(v / BOX_TOLERANCE) for v in box)
+#: A region as predictions and references are matched: its image and rounded box.
+RegionKey = tuple[str, tuple[int, ...]]
+
+
+def _box_key(image: str, box: Sequence[float]) -> RegionKey:
+    return image, tuple(round(v / BOX_PRECISION) for v in box)
 
 
 def read_regions(
@@ -84,7 +88,7 @@ def read_regions(
 ) -> list[Region]:
     """The unique ``(image, box)`` regions of the samples (of ``split``, the first ``limit``),
     in the order they first appear, each with all its references."""
-    found: dict[tuple[str, tuple[int, ...]], list[Sample]] = {}
+    found: dict[RegionKey, list[Sample]] = {}
     for sample in samples:
         if split is None or sample.split == split:
             found.setdefault(_box_key(sample.image, sample.box), []).append(sample)
@@ -119,12 +123,12 @@ def parse_caption_prediction(record: Any) -> tuple[str, Box, RegionCaption]:
     return record["image"], box, RegionCaption(record["caption"], score)
 
 
-def read_caption_predictions(path: str | Path) -> dict[tuple[str, tuple[int, ...]], RegionCaption]:
+def read_caption_predictions(path: str | Path) -> dict[RegionKey, RegionCaption]:
     """A describe-predictions file by region; a malformed line or a region given twice raises
     :class:`DataFormatError` naming the file and line."""
     path = Path(path)
-    predictions: dict[tuple[str, tuple[int, ...]], RegionCaption] = {}
-    lines: dict[tuple[str, tuple[int, ...]], int] = {}
+    predictions: dict[RegionKey, RegionCaption] = {}
+    lines: dict[RegionKey, int] = {}
     for number, record in read_jsonl(path):
         try:
             image, box, caption = parse_caption_prediction(record)
@@ -233,7 +237,7 @@ def _describe(
 
 
 def _from_file(
-    predictions: str | Path | Mapping[tuple[str, tuple[int, ...]], RegionCaption],
+    predictions: str | Path | Mapping[RegionKey, RegionCaption],
     regions: Sequence[Region],
     every_region: bool,
 ) -> list[RegionCaption]:
@@ -307,7 +311,7 @@ def _exact(
 
 def evaluate_describer(
     data: str | Path,
-    source: Describer | str | Path | Mapping[tuple[str, tuple[int, ...]], RegionCaption],
+    source: Describer | str | Path | Mapping[RegionKey, RegionCaption],
     *,
     listener: Grounder | None = None,
     scenes: str | Path | None = None,

@@ -79,11 +79,23 @@ class CaptionScorer:
         cider, _ = self._cider().compute_score(truths, hypotheses)
         meteor = None
         if self._use_meteor:
-            if self._meteor is None:
-                self._meteor = self._meteor_class()
-            meteor, _ = self._meteor.compute_score(truths, hypotheses)
+            meteor = self._meteor_score(truths, hypotheses)
         values = (*bleu, cider, meteor)
         return {name: None if v is None else float(v) for name, v in zip(CAPTION_METRICS, values)}
+
+    def _meteor_score(self, truths: dict, hypotheses: dict) -> float:
+        try:
+            if self._meteor is None:
+                self._meteor = self._meteor_class()
+            score, _ = self._meteor.compute_score(truths, hypotheses)
+        except (OSError, ValueError) as exc:  # the JVM did not start or answered nothing
+            if self._meteor is not None and self._meteor.lock.locked():
+                self._meteor.lock.release()  # held by the failed call; its __del__ takes it
+            self._meteor = None
+            raise SceneLocError(
+                f"METEOR (Java) failed: {exc}; pass --no-meteor (meteor=False) to skip it"
+            ) from None
+        return score
 
     def close(self) -> None:
         """Stop the METEOR process, if one was started."""

@@ -18,6 +18,9 @@ shape, colour and size, :func:`namings`):
   smallest; no "third from the left" for the last of three, which is "the rightmost");
 - group (a group target only): the annotated arrangement, a row or column as its one form,
   "inside"/"on top of" with each member named every way.
+
+A region is a box: "the square" and "the star inside the square" share the square's box, so
+when both were asked their descriptions are one region's references, each true of it.
 """
 
 from __future__ import annotations

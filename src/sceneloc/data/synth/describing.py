@@ -3,9 +3,10 @@
 A describer's caption is checked by the same resolver that checks queries, so the
 references of a region are all the queries that would have found it: the annotated query
 and every other one the grammar allows. Each is kept only when
-:func:`~sceneloc.data.synth.resolver.is_unambiguous` holds, as for the asked queries; unlike
-those, no same-shape distractor is required (a description is good when it is true of its
-region alone, however easy the scene).
+:func:`~sceneloc.data.synth.resolver.is_unambiguous` holds, as for the asked queries (a
+relation is checked once per anchor: named alone, the anchor is read the same whichever of
+its namings says it); unlike those, no same-shape distractor is required (a description is
+good when it is true of its region alone, however easy the scene).
 
 What "every" means, per type (objects are named by any non-empty combination of their
 shape, colour and size, :func:`namings`):
@@ -26,7 +27,8 @@ when both were asked their descriptions are one region's references, each true o
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import product
+from dataclasses import replace
+from itertools import chain, product
 
 from sceneloc.data.synth.asking import SceneQuery
 from sceneloc.data.synth.objects import SceneObject
@@ -56,54 +58,73 @@ def namings(obj: SceneObject) -> list[Desc]:
     return [Desc(shape, color, size) for shape, color, size in fields]
 
 
-def unique_namings(obj: SceneObject, objects: Sequence[SceneObject]) -> list[Desc]:
-    """The namings that fit ``obj`` alone."""
-    return [d for d in namings(obj) if is_unambiguous(AttributeQuery(d), objects, (obj.id,))]
+class SceneDescriber:
+    """Every description of any target of one scene; each object's own namings (the ones
+    fitting it alone) are found once and serve every relation that names it."""
 
+    def __init__(self, objects: Sequence[SceneObject], split: str) -> None:
+        self.objects, self.split = objects, split
+        self._unique: dict[int, list[Desc]] = {}
 
-def descriptions(query: SceneQuery, objects: Sequence[SceneObject], split: str) -> list[QuerySpec]:
-    """Every unambiguous description of the target of ``query`` (see the module doc), in order."""
-    found = (
-        _group(query, objects)
-        if isinstance(query.spec, GroupQuery)
-        else _single(objects[query.target[0]], objects, split)
-    )
-    unique: dict[QuerySpec, None] = {}
-    for spec, match in found:
-        if is_unambiguous(spec, objects, match):
-            unique.setdefault(spec)
-    return list(unique)
+    def unique_namings(self, obj: SceneObject) -> list[Desc]:
+        """The namings that fit ``obj`` alone."""
+        if obj.id not in self._unique:
+            self._unique[obj.id] = [
+                d for d in namings(obj) if self.verified(AttributeQuery(d), (obj.id,))
+            ]
+        return self._unique[obj.id]
 
+    def verified(self, spec: QuerySpec, match: Match) -> bool:
+        return is_unambiguous(spec, self.objects, match)
 
-def _single(
-    target: SceneObject, objects: Sequence[SceneObject], split: str
-) -> Iterator[tuple[QuerySpec, Match]]:
-    own = (target.id,)
-    for desc in namings(target):
-        yield AttributeQuery(desc), own
-    for anchor in objects:
-        if anchor.id == target.id or not named_ok(anchor.pair, split):
-            continue
-        relations = [r for r in RELATIONS if related(target, anchor, r, strict=True)]
-        anchor_descs = unique_namings(anchor, objects) if relations else []
-        for relation, desc, anchor_desc in product(relations, namings(target), anchor_descs):
-            yield RelationQuery(desc, relation, anchor_desc), (target.id, anchor.id)
-    for order, desc in product(ORDERS, namings(target)):
-        candidates = [o for o in objects if desc.matches(o)]
-        if len(candidates) < 2:
-            continue
-        rank = strict_rank(target, candidates, order)
-        top = 1 if order in ("largest", "smallest") else max(ORDINALS)
-        if rank <= top and not (rank > 1 and rank == len(candidates)):
-            yield OrdinalQuery(desc, order, rank), own
+    def descriptions(self, query: SceneQuery) -> list[QuerySpec]:
+        """Every unambiguous description of the target of ``query`` (see the module doc)."""
+        if isinstance(query.spec, GroupQuery):
+            found = self._group(query)
+        else:
+            target = self.objects[query.target[0]]
+            found = chain(self._attributes(target), self._relations(target),
+                          self._ordinals(target))  # fmt: skip
+        return list(dict.fromkeys(found))
 
+    def _attributes(self, target: SceneObject) -> Iterator[QuerySpec]:
+        return (AttributeQuery(d) for d in self.unique_namings(target))
 
-def _group(query: SceneQuery, objects: Sequence[SceneObject]) -> Iterator[tuple[QuerySpec, Match]]:
-    spec = query.spec
-    assert isinstance(spec, GroupQuery)
-    if spec.arrangement in ("row", "column"):
-        yield spec, query.match
-        return
-    first, second = (objects[i] for i in query.match)
-    for named in product(namings(first), namings(second)):
-        yield GroupQuery(spec.arrangement, named), query.match
+    def _relations(self, target: SceneObject) -> Iterator[QuerySpec]:
+        for anchor in self.objects:
+            if anchor.id == target.id or not named_ok(anchor.pair, self.split):
+                continue
+            relations = [r for r in RELATIONS if related(target, anchor, r, strict=True)]
+            anchor_descs = self.unique_namings(anchor) if relations else []
+            if not anchor_descs:
+                continue
+            for relation, desc in product(relations, namings(target)):
+                # the anchor named alone, the reading is the same whichever naming says it
+                spec = RelationQuery(desc, relation, anchor_descs[0])
+                if self.verified(spec, (target.id, anchor.id)):
+                    yield from (replace(spec, anchor=a) for a in anchor_descs)
+
+    def _ordinals(self, target: SceneObject) -> Iterator[QuerySpec]:
+        for desc in namings(target):
+            candidates = [o for o in self.objects if desc.matches(o)]
+            if len(candidates) < 2:
+                continue
+            for order in ORDERS:
+                rank = strict_rank(target, candidates, order)
+                top = 1 if order in ("largest", "smallest") else max(ORDINALS)
+                if rank > top or (rank > 1 and rank == len(candidates)):
+                    continue
+                spec = OrdinalQuery(desc, order, rank)
+                if self.verified(spec, (target.id,)):
+                    yield spec
+
+    def _group(self, query: SceneQuery) -> Iterator[QuerySpec]:
+        spec = query.spec
+        assert isinstance(spec, GroupQuery)
+        if spec.arrangement in ("row", "column"):
+            candidates = [spec]
+        else:
+            first, second = (self.objects[i] for i in query.match)
+            candidates = [GroupQuery(spec.arrangement, named)
+                          for named in product(namings(first), namings(second))]  # fmt: skip
+        return (c for c in candidates if self.verified(c, query.match))

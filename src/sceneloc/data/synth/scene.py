@@ -16,7 +16,7 @@ from PIL import Image
 
 from sceneloc.data.format import Sample
 from sceneloc.data.synth.asking import SceneQuery, ask_all, plan_types
-from sceneloc.data.synth.describing import descriptions
+from sceneloc.data.synth.describing import SceneDescriber
 from sceneloc.data.synth.draw import compose
 from sceneloc.data.synth.english import render_query
 from sceneloc.data.synth.layout import Layout, lay_out
@@ -77,10 +77,11 @@ class Scene:
         """Every description of each query's target (its references), in canonical wording:
         ids ``<query id>_<k>``, ``type`` the description's own (see
         :mod:`~sceneloc.data.synth.describing`)."""
+        describer = SceneDescriber(self.objects, self.split)
         return [
             self._sample(f"{self.sample_id(i)}_{k}", q, render_query(spec), spec.type)
             for i, q in enumerate(self.queries)
-            for k, spec in enumerate(descriptions(q, self.objects, self.split))
+            for k, spec in enumerate(describer.descriptions(q))
         ]
 
     def record(self) -> dict[str, Any]:

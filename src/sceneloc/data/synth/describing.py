@@ -105,18 +105,17 @@ class SceneDescriber:
                     yield from (replace(spec, anchor=a) for a in anchor_descs)
 
     def _ordinals(self, target: SceneObject) -> Iterator[QuerySpec]:
-        for desc in namings(target):
-            candidates = [o for o in self.objects if desc.matches(o)]
+        fitting = {d: [o for o in self.objects if d.matches(o)] for d in namings(target)}
+        for order, (desc, candidates) in product(ORDERS, fitting.items()):
             if len(candidates) < 2:
                 continue
-            for order in ORDERS:
-                rank = strict_rank(target, candidates, order)
-                top = 1 if order in ("largest", "smallest") else max(ORDINALS)
-                if rank > top or (rank > 1 and rank == len(candidates)):
-                    continue
-                spec = OrdinalQuery(desc, order, rank)
-                if self.verified(spec, (target.id,)):
-                    yield spec
+            rank = strict_rank(target, candidates, order)
+            top = 1 if order in ("largest", "smallest") else max(ORDINALS)
+            if rank > top or (rank > 1 and rank == len(candidates)):
+                continue
+            spec = OrdinalQuery(desc, order, rank)
+            if self.verified(spec, (target.id,)):
+                yield spec
 
     def _group(self, query: SceneQuery) -> Iterator[QuerySpec]:
         spec = query.spec

@@ -14,7 +14,7 @@ import sceneloc
 from sceneloc.cli import app
 from sceneloc.data import read_samples
 from sceneloc.data.format import Sample, write_samples
-from sceneloc.data.synth import described, generate, parse_query
+from sceneloc.data.synth import SHAPES, generate
 from sceneloc.evaluation import evaluate_model, read_regions
 
 runner = CliRunner()
@@ -42,11 +42,6 @@ def first_reference(region) -> str:
     return region.references[0]
 
 
-def shape_only(region) -> str:
-    """The shape of the (first) object a region's first reference names: "The star."."""
-    return f"The {described(parse_query(region.references[0])).shape}."
-
-
 def evaluate(*args) -> tuple[int, dict | None, str]:
     result = runner.invoke(app, ["evaluate", "--task", "describe", "--no-meteor", *map(str, args)])
     output = json.loads(result.stdout) if result.exit_code == 0 and "--json" in args else None
@@ -68,11 +63,17 @@ def test_perfect_captions_are_exact_and_match_their_references(references, tmp_p
 
 def test_shape_only_captions_score_lower(references, tmp_path):
     perfect = write_predictions(tmp_path / "p.jsonl", references, first_reference)
-    shapes = write_predictions(tmp_path / "s.jsonl", references, shape_only)
+    shapes = {(s.image, tuple(s.box)): s.category for s in read_samples(references)}
+    shapes = write_predictions(  # the target's shape, a group's first: "The star."
+        tmp_path / "s.jsonl", references, lambda r: f"The {shapes[r.image, tuple(r.box)]}."
+    )
     _, good, _ = evaluate("--data", references, "--predictions", perfect, "--json")
     code, bad, _ = evaluate("--data", references, "--predictions", shapes, "--json")
     assert code == 0
     assert bad["exact"] == 0.0  # every target has a same-shape distractor
+    assert {json.loads(line)["caption"][4:-1] for line in shapes.read_text().splitlines()} <= set(
+        SHAPES
+    )
     for name in ("bleu1", "bleu4", "cider"):
         assert bad[name] < good[name], name
 

@@ -9,7 +9,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from matching import assert_alone_equals_together, assert_same, forward_counts
+from matching import (
+    assert_alone_equals_together,
+    assert_box_alone_equals_box_among_others,
+    assert_same,
+    forward_counts,
+)
 from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
 import sceneloc
@@ -250,11 +255,7 @@ def test_region_captions_match_reference_box_by_box(describer, florence2_dir, sc
 
 
 def test_box_alone_equals_box_among_others(describer, scene):
-    together = describer.describe(scene, BOXES)
-    for region in together:
-        (alone,) = describer.describe(scene, [region.box])
-        assert alone.caption == region.caption
-        assert alone.score == pytest.approx(region.score, abs=1e-5)
+    assert_box_alone_equals_box_among_others(describer, scene, BOXES, score_tolerance=1e-5)
 
 
 def test_boxes_described_in_one_generate_with_the_image_encoded_once(describer, scene, monkeypatch):

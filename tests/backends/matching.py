@@ -54,6 +54,18 @@ def assert_box_alone_equals_box_among_others(
         assert alone.score == pytest.approx(region.score, abs=score_tolerance)
 
 
+def recorded_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[dict]:
+    """The keyword arguments of each call of ``owner.name`` from now on (it still runs)."""
+    function, calls = getattr(owner, name), []
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
+
+
 @contextmanager
 def forward_counts(**modules: nn.Module) -> Iterator[dict[str, int]]:
     """How many times each named module runs its forward inside the block."""

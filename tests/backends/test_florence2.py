@@ -14,6 +14,7 @@ from matching import (
     assert_box_alone_equals_box_among_others,
     assert_same,
     forward_counts,
+    recorded_calls,
 )
 from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
@@ -260,10 +261,7 @@ def test_box_alone_equals_box_among_others(describer, scene):
 
 def test_boxes_described_in_one_generate_with_the_image_encoded_once(describer, scene, monkeypatch):
     backend = describer.backend
-    generate, calls = backend.model.generate, []
-    monkeypatch.setattr(
-        backend.model, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k)
-    )
+    calls = recorded_calls(monkeypatch, backend.model, "generate")
     with forward_counts(vision=backend.model.model.vision_tower) as counts:
         describer.describe(scene, BOXES * 5)
     assert counts == {"vision": 1}

@@ -11,6 +11,7 @@ from matching import (
     assert_box_alone_equals_box_among_others,
     assert_same,
     forward_counts,
+    recorded_calls,
 )
 from transformers import AutoProcessor, Kosmos2ForConditionalGeneration
 
@@ -137,21 +138,16 @@ def test_image_encoded_once_and_prompts_of_one_length_generated_together(
     grounder, describer, scene, monkeypatch
 ):
     backend = grounder.backend
-    generate, batches = backend.model.generate, []
-    monkeypatch.setattr(
-        backend.model,
-        "generate",
-        lambda *a, **k: batches.append(len(k["input_ids"])) or generate(*a, **k),
-    )
+    calls = recorded_calls(monkeypatch, backend.model, "generate")
     with forward_counts(vision=backend.model.vision_model) as counts:
         describer.describe(scene, BOXES * 3)
     assert counts == {"vision": 1}
-    assert batches == [9]
-    batches.clear()
+    assert [len(call["input_ids"]) for call in calls] == [9]
+    calls.clear()
     with forward_counts(vision=backend.model.vision_model) as counts:
         grounder.locate(scene, QUERIES)
     assert counts == {"vision": 1}
-    assert sorted(batches) == [1, 1, 2]
+    assert sorted(len(call["input_ids"]) for call in calls) == [1, 1, 2]
 
 
 def test_describe_needs_boxes(describer, scene):

@@ -22,7 +22,9 @@ without the prompt's own words: "It is a snowman" reads "a snowman". Its score i
 log-probability of the generated tokens (end and padding left out).
 
 Decoding is greedy, as in the model card. The vision tower and the latent-query projection
-run once per call; their image embeddings are handed to every prompt's ``generate``.
+run once per call; their image embeddings are handed to every prompt's ``generate`` (the
+processor, which lays out each prompt's image tokens, still resizes the image per prompt, a
+small cost beside the vision tower).
 Prompts of the same token length (every box of a call; queries of equal length) go through
 one ``generate``: Kosmos-2 counts positions from the first non-padding token only when the
 prompt is read, so a padded prompt would see its answer's positions shifted.

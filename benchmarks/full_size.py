@@ -47,7 +47,7 @@ from transformers import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from checkpoints.clip import BOS, EOS, build_pipeline, clip_tokenizer, clip_vocabulary
-from checkpoints.florence2 import bart_tokenizer
+from checkpoints.florence2 import POST_PROCESSOR_CONFIG, bart_tokenizer
 from checkpoints.omdet_turbo import image_processor as omdet_image_processor
 from checkpoints.qwen_vl import IM_END, qwen_tokenizer, special_ids
 from checkpoints.sam3 import save_sam3
@@ -107,7 +107,7 @@ def florence2(directory: Path) -> Path:
     processor = Florence2Processor(
         image_processor,
         tokenizer,
-        post_processor_config={"phrase_grounding": {"banned_grounding_tokens": ["the image"]}},
+        post_processor_config=POST_PROCESSOR_CONFIG,
     )
     return _save(Florence2ForConditionalGeneration(config), processor, directory)
 

@@ -103,3 +103,10 @@ def omdet_turbo_dir(tmp_path_factory) -> Path:
     from checkpoints.omdet_turbo import build_omdet_turbo
 
     return build_omdet_turbo(tmp_path_factory.mktemp("omdet-turbo"))
+
+
+@pytest.fixture(scope="session")
+def kosmos2_dir(tmp_path_factory) -> Path:
+    from checkpoints.kosmos2 import build_kosmos2
+
+    return build_kosmos2(tmp_path_factory.mktemp("kosmos-2"))

@@ -1,5 +1,5 @@
 """What every backend test checks the same way: candidates against a reference's, a query
-asked alone against among others, and how often a module runs."""
+(or a box to describe) asked alone against among others, and how often a module runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from torch import nn
 
-from sceneloc.api import Grounder
+from sceneloc.api import Describer, Grounder
 from sceneloc.candidates import Candidates
 
 
@@ -41,6 +41,29 @@ def assert_alone_equals_together(
         (alone,) = grounder.locate(image, result.query, threshold=0.0, top_k=top_k)
         assert alone.candidates, result.query
         assert_same(result.candidates, alone.candidates, **tolerances)
+
+
+def assert_box_alone_equals_box_among_others(
+    describer: Describer, image: Image.Image, boxes: list[list[float]], score_tolerance: float
+) -> None:
+    """Each box's caption, described among ``boxes``, is what it gets described alone."""
+    together = describer.describe(image, boxes)
+    for region in together:
+        (alone,) = describer.describe(image, [region.box])
+        assert alone.caption == region.caption
+        assert alone.score == pytest.approx(region.score, abs=score_tolerance)
+
+
+def recorded_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[dict]:
+    """The keyword arguments of each call of ``owner.name`` from now on (it still runs)."""
+    function, calls = getattr(owner, name), []
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
 
 
 @contextmanager

@@ -9,7 +9,13 @@ import re
 import numpy as np
 import pytest
 import torch
-from matching import assert_alone_equals_together, assert_same, forward_counts
+from matching import (
+    assert_alone_equals_together,
+    assert_box_alone_equals_box_among_others,
+    assert_same,
+    forward_counts,
+    recorded_calls,
+)
 from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
 import sceneloc
@@ -250,39 +256,35 @@ def test_region_captions_match_reference_box_by_box(describer, florence2_dir, sc
 
 
 def test_box_alone_equals_box_among_others(describer, scene):
-    together = describer.describe(scene, BOXES)
-    for region in together:
-        (alone,) = describer.describe(scene, [region.box])
-        assert alone.caption == region.caption
-        assert alone.score == pytest.approx(region.score, abs=1e-5)
+    assert_box_alone_equals_box_among_others(describer, scene, BOXES, score_tolerance=1e-5)
 
 
 def test_boxes_described_in_one_generate_with_the_image_encoded_once(describer, scene, monkeypatch):
     backend = describer.backend
-    generate, calls = backend.model.generate, []
-    monkeypatch.setattr(
-        backend.model, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k)
-    )
+    calls = recorded_calls(monkeypatch, backend.model, "generate")
     with forward_counts(vision=backend.model.model.vision_tower) as counts:
         describer.describe(scene, BOXES * 5)
     assert counts == {"vision": 1}
     assert len(calls) == 1
 
 
-def test_box_quantisation_round_trips_within_one_bin(describer, scene):
+@pytest.mark.parametrize("size", [(160, 96), (4000, 3000)])
+def test_box_quantisation_round_trips_within_one_bin(describer, size):
     backend = describer.backend
-    post_processor = backend.processor.post_processor
-    width, height = scene.size
-    boxes = [*BOXES, [0, 0, width, height], [0.4, 95.2, 1.7, 96.0]]
+    width, height = size
+    steps = np.linspace(0.0, 1.0, 97)  # corners at many places within their bins
+    boxes = [[x * width * 0.9, x * height * 0.9, width * (0.1 + 0.9 * x), height * (0.1 + 0.9 * x)]
+             for x in steps]  # fmt: skip
     for box in boxes:
-        tags = backend.region_text(box, scene.size)
-        bins = torch.tensor([[int(n) for n in re.findall(r"<loc_(\d+)>", tags)]])
+        tags = backend.region_text(box, size)
         tokens = backend.processor.tokenizer(tags, add_special_tokens=False)["input_ids"]
         assert len(tokens) == 4 and set(tokens) <= backend.location_ids
-        back = post_processor.dequantize(bins, scene.size)[0].tolist()
-        bin_size = [width / 1000, height / 1000] * 2
-        for original, restored, size in zip(box, back, bin_size):
-            assert abs(original - restored) <= size + 1  # one bin, and dequantize's int()
+        bins = torch.tensor([[int(n) for n in re.findall(r"<loc_(\d+)>", tags)]])
+        back = backend.processor.post_processor.dequantize(bins, size)[0].tolist()
+        # The bin's centre is within half a bin; dequantize's int() takes up to a pixel more.
+        tolerance = [width / 1000 / 2 + 1, height / 1000 / 2 + 1] * 2
+        for original, restored, allowed in zip(box, back, tolerance):
+            assert abs(original - restored) <= allowed
 
 
 def test_dense_captions_match_reference(describer, florence2_dir, scene):
@@ -341,5 +343,7 @@ def test_describe_runs_in_bfloat16(florence2_dir, scene):
     with torch.inference_mode():
         half = backend.describe(scene, np.array(BOXES), max_new_tokens=64, num_beams=3)
         full = exact.describe(scene, np.array(BOXES), max_new_tokens=64, num_beams=3)
-    assert [c.caption for c in half] == [c.caption for c in full]
+    # Half precision may flip a near tie of the tiny model's location tokens, so the words
+    # are compared, not the whole answers; the likelihoods stay close.
+    assert [c.caption.split("<")[0] for c in half] == [c.caption.split("<")[0] for c in full]
     assert [c.score for c in half] == pytest.approx([c.score for c in full], abs=0.05)

@@ -125,6 +125,10 @@ CASES = {
     "qwen2.5-vl": Case(
         "qwen2_5_vl_dir", lambda b: b.model, AutoModelForImageTextToText, qwen_vl_inputs
     ),
+    "kosmos-2": Case(
+        "kosmos2_dir", lambda b: b.model, AutoModelForImageTextToText,
+        prompted("<grounding><phrase> the red square</phrase>"),
+    ),
     "omdet-turbo": Case(
         "omdet_turbo_dir", lambda b: b.model, AutoModelForZeroShotObjectDetection,
         omdet_turbo_inputs,

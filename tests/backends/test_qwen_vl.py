@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from matching import assert_alone_equals_together, assert_same, forward_counts
+from matching import (
+    assert_alone_equals_together,
+    assert_box_alone_equals_box_among_others,
+    assert_same,
+    forward_counts,
+    recorded_calls,
+)
 from PIL import Image
 from transformers import (
     Qwen2_5_VLForConditionalGeneration,
@@ -25,6 +31,7 @@ from checkpoints.qwen_vl import plain_processor, prompt_inputs
 from sceneloc.api import rank
 from sceneloc.backends.qwen_vl import (
     CHOICE_PROMPT,
+    DESCRIBE_PROMPT,
     GROUNDING_PROMPT,
     MAX_CHOICES,
     NO,
@@ -123,6 +130,31 @@ class Reference:
             found.append(Candidate([x1 * sx, y1 * sy, x2 * sx, y2 * sy], yes, query))
         return rank(Candidates.from_list(found), image.size, 0.0, TOP_K)
 
+    def model_box(self, image: Image.Image, box: list[float]) -> list[int]:
+        """A pixel box in the coordinates the model writes."""
+        width, height = self.extent(self.inputs(image, ""))
+        scale = np.array([width / image.width, height / image.height] * 2)
+        return np.round(np.array(box) * scale).astype(int).tolist()
+
+    def describe(self, image: Image.Image, box: list[float]) -> tuple[str, float]:
+        """The region's caption, by the chat template and greedy generate, and the mean
+        log-probability of its tokens other than special ones, recomputed by a
+        teacher-forced pass over the prompt and the answer."""
+        inputs = self.inputs(image, DESCRIBE_PROMPT.format(box=self.model_box(image, box)))
+        prompt_length = inputs["input_ids"].shape[1]
+        with torch.no_grad():
+            ids = self.model.generate(**inputs, do_sample=False, max_new_tokens=128)
+            answer = ids[0, prompt_length:]
+            types = torch.zeros_like(ids)
+            types[:, :prompt_length] = inputs["mm_token_type_ids"]
+            forced = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            logits = self.model(**{**inputs, **forced, "mm_token_type_ids": types}).logits
+        log_probs = logits[0, prompt_length - 1 : -1].log_softmax(-1)
+        special = set(self.processor.tokenizer.all_special_ids)
+        words = [i for i, token in enumerate(answer.tolist()) if token not in special]
+        caption = self.processor.decode(answer, skip_special_tokens=True).strip()
+        return caption, float(log_probs[words, answer[words]].mean())
+
     def choose(self, image: Image.Image, query: str, candidates: Candidates) -> tuple:
         """The chooser's answer from the logits: the best of the numbers and "none"."""
         width, height = self.extent(self.inputs(image, ""))
@@ -207,6 +239,39 @@ def test_image_encoded_once_and_queries_generated_together(qwen3, scene, monkeyp
         results = qwen3.locate(scene, [f"object number {i}" for i in range(5)], threshold=0.0)
     assert all(r.candidates for r in results), "each query's boxes were verified too"
     assert {**calls, **forwards} == {"generate": 1, "vision": 1}
+
+
+# --- describing -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def describer(grounder):
+    return sceneloc.Describer(grounder.backend, grounder.name)
+
+
+def test_describe_matches_reference_box_by_box(describer, reference, scene):
+    boxes = SHAPES.boxes.tolist()
+    answer = describer.describe(scene, boxes)
+    for region, box in zip(answer, boxes):
+        caption, score = reference.describe(scene, box)
+        assert region.caption == caption
+        assert region.score == pytest.approx(score, abs=1e-4)
+    assert len(set(answer.captions)) > 1, "captions should depend on the box"
+
+
+def test_box_alone_equals_box_among_others(describer, scene):
+    assert_box_alone_equals_box_among_others(
+        describer, scene, SHAPES.boxes.tolist(), score_tolerance=1e-5
+    )
+
+
+def test_boxes_described_in_one_generate_with_the_image_encoded_once(describer, scene, monkeypatch):
+    backend = describer.backend
+    calls = recorded_calls(monkeypatch, backend.model, "generate")
+    with forward_counts(vision=backend.model.model.visual) as forwards:
+        describer.describe(scene, SHAPES.boxes.tolist() * 2)
+    assert forwards == {"vision": 1}
+    assert len(calls) == 1
 
 
 def test_inputs_are_what_the_processor_builds(grounder, reference, scene):

@@ -30,6 +30,13 @@ CORPUS = [
 ]
 SPECIAL = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-3, as in BART
 TASK_TOKENS = ["<od>", "</od>", "<ocr>", "</ocr>", "<cap>", "</cap>", "<grounding>", "</grounding>"]
+#: How the processor parses the answers of the tasks sceneloc asks (grounding, region
+#: descriptions, dense captions), as the released checkpoints' processors do.
+POST_PROCESSOR_CONFIG = {
+    "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
+    "pure_text": {},
+    "description_with_bboxes": {},
+}
 IMAGE_SIZE = 64  # four DaViT stages divide by 32: a 2x2 grid, plus one pooled token
 D_MODEL = 32
 #: Decoder position -> token class of the next token (then end of sequence for ever).
@@ -71,11 +78,7 @@ def build_florence2(directory: Path, seed: int = 0) -> Path:
     processor = Florence2Processor(
         image_processor,
         tokenizer,
-        post_processor_config={
-            "phrase_grounding": {"banned_grounding_tokens": ["the image"]},
-            "pure_text": {},
-            "description_with_bboxes": {},
-        },
+        post_processor_config=POST_PROCESSOR_CONFIG,
     )
     vision = dict(
         depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, 32], num_heads=[1, 1, 2, 2],

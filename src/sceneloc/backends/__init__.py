@@ -14,4 +14,5 @@ BACKEND_MODULES = (
     "sam3",
     "qwen_vl",
     "propose_choose",
+    "kosmos2",
 )

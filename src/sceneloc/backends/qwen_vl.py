@@ -27,6 +27,12 @@ new image, while the listed boxes reuse the one encoding, and Qwen reads boxes i
 The choice and its probability come from one forward pass: a softmax over the logits of the
 candidates' numbers and of "none".
 
+**Describing.** A region is named in the prompt by its ``bbox_2d`` in the model's own
+coordinates, the form Qwen writes and reads boxes in: "Describe the region {"bbox_2d": [...]}
+of the image in a short phrase that singles it out." The answer, by greedy decoding, is the
+caption; its score is the mean log-probability of its tokens (special tokens, which end the
+answer, left out). Every box of a call is described in one ``generate`` over the one encoding.
+
 **Several queries.** The image is preprocessed and run through the vision tower once per
 call; its features (and Qwen3-VL's deepstack features) are handed to every prompt as
 precomputed encoder outputs. All queries go through one ``generate``, padded on the left,
@@ -65,9 +71,11 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
     Qwen3VLProcessor,
 )
+from transformers.generation.utils import GenerateOutput
 from transformers.utils import ModelOutput
 
-from sceneloc.backends.base import Backend, from_pretrained, to_model
+from sceneloc.backends.base import Backend, Caption, from_pretrained, to_model
+from sceneloc.backends.generation import mean_log_prob, token_log_probs
 from sceneloc.candidates import Candidates
 from sceneloc.errors import SceneLocError, UnsupportedModelError
 from sceneloc.registry import (
@@ -87,6 +95,9 @@ GROUNDING_PROMPT = (
 )
 VERIFY_PROMPT = (
     'Does the region {{"bbox_2d": {box}}} of the image show "{query}"? Answer yes or no.'
+)
+DESCRIBE_PROMPT = (
+    'Describe the region {{"bbox_2d": {box}}} of the image in a short phrase that singles it out.'
 )
 CHOICE_PROMPT = (
     "The image has these numbered candidate boxes:\n{listing}\n"
@@ -182,15 +193,18 @@ class EncodedImage:
 
 @register_backend(
     "qwen3-vl",
-    tasks=[Task.LOCATE],
+    tasks=[Task.LOCATE, Task.DESCRIBE],
     model_types=tuple(FLAVOURS),
     capabilities=[
         Capability.RANKED_CANDIDATES,
         Capability.QUERIES_BATCHED,
         Capability.IMAGE_ENCODED_ONCE,
     ],
-    # A box is kept when the model says yes more than no.
-    settings=ModelSettings(default_threshold=0.5, half_precision=True),
+    # A box is kept when the model says yes more than no; describe decodes greedily, with the
+    # answer length of the model card's examples.
+    settings=ModelSettings(
+        default_threshold=0.5, half_precision=True, num_beams=1, max_new_tokens=128
+    ),
     models=[
         Model(
             f"qwen3-vl-{size}",
@@ -214,7 +228,8 @@ class QwenVLBackend(Backend):
         max_new_tokens: int = 256,
     ) -> None:
         """``max_pixels`` is the image budget (default: by device, see the module docstring);
-        ``max_new_tokens`` caps an answer, so a model that never ends it still stops."""
+        ``max_new_tokens`` caps a grounding answer, so a model that never ends it still stops
+        (describe takes its own per call)."""
         super().__init__(model, checkpoint)
         self.model = model.eval()
         self.processor = processor
@@ -294,15 +309,45 @@ class QwenVLBackend(Backend):
 
     def generate(self, encoded: EncodedImage, prompts: list[str]) -> list[str]:
         """The model's greedy answer to each prompt about the encoded image, in one batch."""
+        answers, _ = self._answers(encoded, prompts, self.max_new_tokens, num_beams=1)
+        return self.processor.batch_decode(answers, skip_special_tokens=True)
+
+    def describe(
+        self,
+        image: Image.Image,
+        boxes: np.ndarray | None,
+        *,
+        max_new_tokens: int,
+        num_beams: int,
+    ) -> list[Caption]:
+        encoded = self.encode_image(image)
+        prompts = [DESCRIBE_PROMPT.format(box=box) for box in encoded.to_model(boxes)]
+        answers, output = self._answers(encoded, prompts, max_new_tokens, num_beams)
+        captions = self.processor.batch_decode(answers, skip_special_tokens=True)
+        log_probs = token_log_probs(self.model, output).tolist()
+        special = set(self.processor.tokenizer.all_special_ids)
+        return [
+            Caption([float(v) for v in box], caption.strip(), mean_log_prob(ids, scores, special))
+            for box, caption, ids, scores in zip(boxes, captions, answers.tolist(), log_probs)
+        ]
+
+    def _answers(
+        self, encoded: EncodedImage, prompts: list[str], max_new_tokens: int, num_beams: int
+    ) -> tuple[torch.Tensor, GenerateOutput]:
+        """Each prompt's answer tokens (prompts x longest answer, padded), and what
+        ``generate`` returned, with its per-step scores."""
         inputs = self.inputs(encoded, prompts)
         output = self.model.generate(
             **inputs,
-            mm_encoder_outputs=encoded.features_for(len(prompts)),
+            # beam search runs each prompt num_beams times over; the image is the same for all
+            mm_encoder_outputs=encoded.features_for(len(prompts) * num_beams),
             do_sample=False,
-            max_new_tokens=self.max_new_tokens,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            output_scores=True,
+            return_dict_in_generate=True,
         )
-        answers = output[:, inputs["input_ids"].shape[1] :]
-        return self.processor.batch_decode(answers, skip_special_tokens=True)
+        return output.sequences[:, inputs["input_ids"].shape[1] :], output
 
     def verify(self, encoded: EncodedImage, pairs: list[tuple[str, list[float]]]) -> list[float]:
         """``P(yes) / (P(yes) + P(no))`` that each box shows its query, in one forward pass."""

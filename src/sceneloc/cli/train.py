@@ -56,6 +56,9 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def train(
+    task: Annotated[
+        str, typer.Option(help="locate (the grounder) or align (the region-phrase aligner).")
+    ] = "locate",
     data: Annotated[
         Path | None, typer.Option(help="Training samples (JSON Lines, sceneloc's format).")
     ] = None,
@@ -116,8 +119,11 @@ def train(
     from accelerate import PartialState
 
     from sceneloc.training import train as run_training
+    from sceneloc.training.align import AlignOptions
     from sceneloc.training.native import NativeOptions
 
+    if task not in ("locate", "align"):
+        raise fail(f"unknown training task {task!r}; choose locate or align")
     given = read_config(config) if config else {}
     flags = {
         "data": data, "out": out, "val": val, "image_encoder": image_encoder,
@@ -133,7 +139,7 @@ def train(
         {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     )
     try:
-        options = NativeOptions.build(
+        options = (AlignOptions if task == "align" else NativeOptions).build(
             given.pop("preset", None) if preset is None else preset, **given
         )
         with progress_bar() as progress:

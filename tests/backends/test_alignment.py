@@ -62,3 +62,9 @@ def test_a_proposer_saved_inside_the_model_is_the_one_used(tmp_path, image):
     build_native(directory / "proposer", ["a"])
     backend = sceneloc.load(str(directory)).backend
     assert backend.proposer.config.hidden_size == 16  # the tiny one, not native-synth's 64
+
+
+def test_max_proposals_is_a_load_option(alignment_dir, image):
+    grounder = sceneloc.load(str(alignment_dir), max_proposals=3)
+    (result,) = grounder.locate(image, QUERIES[0], threshold=0.0, top_k=10)
+    assert len(result.candidates) == 3

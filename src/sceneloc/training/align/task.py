@@ -2,9 +2,13 @@
 
 A batch holds a few images, each with its regions and its sentences (the samples' queries).
 The regions are every object of the image when a ``scenes.jsonl`` lies beside the samples
-(synthetic scenes), else the boxes its samples annotate. Nothing says which region a word
-names: the bidirectional ranking loss only asks each image to score its own sentences above
-the batch's others, and each sentence to score its own image above the others.
+(synthetic scenes), else the boxes its samples annotate. The paper's bidirectional ranking
+loss never says which region a word names: it asks each image to score its own sentences
+above the batch's others, and each sentence to score its own image above the others. In
+dense scenes most sentences are true of several images' regions ("the red circle"), so that
+signal is faint; since the samples do say which box each sentence describes,
+``region_weight`` adds the same ranking inside the image, the sentence's own region above
+the image's others (the ``synthetic-cpu`` preset weighs it as the image-sentence term).
 
 Validation grounds the validation samples through the serving backend (proposals of the
 proposer, ranked by the alignment score), scored by the code of ``sceneloc evaluate``.

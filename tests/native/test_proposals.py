@@ -46,6 +46,6 @@ def test_the_bundled_grounder_proposes_most_objects_far_better_than_a_grid():
 
 def test_a_model_without_an_object_map_says_so(tmp_path):
     model = NativeGroundingModel.from_pretrained(build_native(tmp_path, ["a"], fusion="concat"))
-    scene = make_scene(np.random.default_rng(0), size=128, min_objects=4, max_objects=6)
+    scene = make_scene(np.random.default_rng(0), size=160, min_objects=4, max_objects=6)
     with pytest.raises(SceneLocError, match="no object map"):
         propose(model, scene.image)

@@ -126,14 +126,14 @@ def test_recall_at_k_from_ranked_candidates_on_multi_box_data():
                                  "recall@1", "recall@5", "recall@10"]  # fmt: skip
 
 
-def test_no_recall_without_multi_box_data_or_without_candidates():
+def test_recall_on_single_box_data_and_none_without_candidates():
     single = sample(1, [0.0, 0.0, 1.0, 1.0])
     multi = sample(2, [0.0, 0.0, 3.0, 3.0], boxes=[[0.0, 0.0, 1.0, 1.0], [2.0, 2.0, 3.0, 3.0]])
-    box = [0.0, 0.0, 1.0, 1.0]
-    with_candidates = score([(single, Prediction(box, candidates=ranked(box)))]).to_dict()
+    box, far = [0.0, 0.0, 1.0, 1.0], [50.0, 50.0, 60.0, 60.0]
+    second = score([(single, Prediction(far, candidates=ranked(far, box)))]).to_dict()
+    assert second["acc@0.5"] == 0.0 and second["recall@1"] == 0.0 and second["recall@5"] == 1.0
     without_candidates = score([(multi, Prediction(box))]).to_dict()
-    for metrics in (with_candidates, without_candidates):
-        assert not any(key.startswith("recall") for key in metrics)
+    assert not any(key.startswith("recall") for key in without_candidates)
 
 
 def test_first_hit_rank():

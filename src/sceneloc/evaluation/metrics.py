@@ -23,7 +23,7 @@ from sceneloc.schema import PredictionRecord, result_record
 THRESHOLDS = (0.5, 0.75)
 #: IoU a candidate needs for recall@k.
 RECALL_IOU = 0.5
-#: The k of recall@k, reported when the data has multi-box (``boxes``) targets.
+#: The k of recall@k, reported when the source ranks its candidates.
 RECALL_KS = (1, 5, 10)
 #: Target size bins by sqrt(box area / image area), i.e. the box side relative to the image's.
 SIZE_BINS = (("small", 0.1), ("medium", 0.25), ("large", math.inf))
@@ -120,7 +120,6 @@ class EvaluationResult:
     size_fractions: list[float] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
-    has_multibox: bool = False
     has_candidates: bool = False
     seconds: float = 0.0
 
@@ -132,7 +131,6 @@ class EvaluationResult:
         self.size_fractions.append(size_fraction(sample.box, prediction.image_size))
         self.types.append(sys.intern(sample.type or UNKNOWN))  # one string per distinct name
         self.splits.append(sys.intern(sample.split))
-        self.has_multibox = self.has_multibox or sample.boxes is not None
         self.has_candidates = self.has_candidates or prediction.candidates is not None
 
     @property
@@ -141,8 +139,9 @@ class EvaluationResult:
 
     @property
     def has_recall(self) -> bool:
-        """Recall@k is reported for multi-box data when the source ranked its candidates."""
-        return self.has_multibox and self.has_candidates
+        """Recall@k is reported when the source ranked its candidates: how often the right
+        region is among a propose-and-rank model's first k, whatever the model's top box."""
+        return self.has_candidates
 
     def summary(self, mask: np.ndarray | None = None) -> dict[str, Any]:
         ious = np.asarray(self.ious, dtype=np.float64)

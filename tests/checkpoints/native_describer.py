@@ -21,6 +21,7 @@ def build_native_describer(directory: Path, captions: list[str] = CAPTIONS) -> P
         image_size=64, hidden_size=16, image_layers=1, region_layers=1, attention_heads=2,
         cnn_channels=[8, 16, 16, 16], vocab_size=len(tokenizer), bos_token_id=bos,
         eos_token_id=eos, max_caption_length=16,
+        object_attributes={"color": ["blue", "green", "red"], "shape": ["circle", "square"]},
     )  # fmt: skip
     torch.manual_seed(0)
     NativeDescriberModel(config).save_pretrained(directory)

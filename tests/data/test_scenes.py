@@ -29,6 +29,7 @@ def test_synthetic_scenes_are_read_with_every_object(tmp_path):
         assert [o.id for o in by_id.objects] == [o["id"] for o in written["objects"]]
         for read, obj in zip(by_id.objects, written["objects"]):
             assert read.attributes == {k: obj[k] for k in ("shape", "color", "size")}
+        assert by_id.groups == tuple(tuple(g["members"]) for g in written["groups"])
     assert list(scenes.attributes()) == ["color", "shape", "size"]
     assert scenes_beside(tmp_path / "annotations.jsonl") is not None
     assert scenes_beside(tmp_path / "images" / "000000.png") is None
@@ -54,6 +55,16 @@ def test_a_scene_file_of_another_origin_is_read_the_same_way(tmp_path):
         ({"image": "a.png", "width": 10, "height": 10}, "missing field 'objects'"),
         ({"image": "a.png", "width": 0, "height": 10, "objects": []}, "positive integers"),
         ({"image": "a.png", "width": 9, "height": 9, "objects": [{"id": 1}]}, "with a 'box'"),
+        (
+            {
+                "image": "a.png",
+                "width": 9,
+                "height": 9,
+                "objects": [],
+                "groups": [{"members": "1"}],
+            },
+            "group 0 must have 'members'",
+        ),
     ],
 )
 def test_a_malformed_line_names_the_file_and_line(tmp_path, record, problem):

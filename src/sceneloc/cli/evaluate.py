@@ -1,4 +1,8 @@
-"""``sceneloc evaluate``: score a model, a predictions file or a chance baseline on a dataset."""
+"""``sceneloc evaluate``: score a model, a predictions file or a chance baseline on a dataset.
+
+``--task locate`` (the default) scores boxes found for queries; ``--task describe`` scores
+captions of the data's reference regions (:mod:`sceneloc.evaluation.describing`).
+"""
 
 from __future__ import annotations
 
@@ -15,26 +19,55 @@ from sceneloc.cli.common import Device, Dtype, console, err_console, fail
 
 def evaluate(
     data: Annotated[Path, typer.Option("--data", help="Samples in sceneloc's JSON Lines format.")],
+    task: Annotated[
+        str,
+        typer.Option(
+            help="locate: boxes for the queries; describe: captions of the reference regions "
+            "(lines with the same image and box), scored against their queries."
+        ),
+    ] = "locate",
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model to run: short name, hub id or path.")
     ] = None,
     predictions: Annotated[
         Path | None,
-        typer.Option(help='Predictions to score: JSON Lines {"id", "box", "candidates"?}.'),
+        typer.Option(
+            help='Predictions to score: JSON Lines {"id", "box", "candidates"?} '
+            '(describe: {"image", "box", "caption"}).'
+        ),
     ] = None,
+    listener: Annotated[
+        str | None,
+        typer.Option(
+            help="Describe: a locate model that finds each caption again (roundtrip@0.5)."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Evaluate only the samples of this split.")
+    ] = None,
+    meteor: Annotated[
+        bool, typer.Option(help="Describe: METEOR too, when Java is installed (slow to start).")
+    ] = True,
     baseline: Annotated[
         str | None, typer.Option(help="Chance baseline to score: random-object or same-shape.")
     ] = None,
     scenes: Annotated[
         Path | None,
-        typer.Option(help="Synthetic scenes.jsonl for --baseline (default: beside --data)."),
+        typer.Option(
+            help="Synthetic scenes.jsonl for --baseline and describe's exact "
+            "(default: beside --data)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of --baseline.")] = 0,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Evaluate only the first N samples.")
+        int | None,
+        typer.Option(min=1, help="Evaluate only the first N samples (describe: regions)."),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Most queries per image per model call.")
+        int,
+        typer.Option(
+            "--batch-size", min=1, help="Most queries (describe: boxes) per image per model call."
+        ),
     ] = 16,
     threshold: Annotated[
         float,
@@ -55,9 +88,27 @@ def evaluate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON to stdout.")] = False,
 ) -> None:
-    """Score predictions against a dataset: accuracy at IoU 0.5 and 0.75, mean IoU and more."""
+    """Score predictions against a dataset: accuracy at IoU 0.5 and 0.75, mean IoU and more;
+    with --task describe, BLEU, CIDEr-D, METEOR, exact and roundtrip@0.5 of captions."""
     from sceneloc import evaluation
+    from sceneloc.registry import Task, as_task
 
+    if as_task(task) is Task.DESCRIBE:
+        if baseline is not None:
+            raise fail("--baseline is for --task locate")
+        describe_options = {
+            "limit": limit,
+            "batch_size": batch_size,
+            "split": split,
+            "meteor": meteor,
+            "save_predictions": save_predictions,
+            "scenes": scenes,
+        }
+        evaluate_describe(data, model, predictions, listener, device, dtype, report, as_json,
+                          describe_options)  # fmt: skip
+        return
+    if listener is not None:
+        raise fail("--listener is for --task describe")
     sources = [name for name, value in
                (("--model", model), ("--predictions", predictions), ("--baseline", baseline))
                if value is not None]  # fmt: skip
@@ -71,10 +122,11 @@ def evaluate(
         "batch_size": batch_size,
         "image_sizes": report is not None,
         "save_predictions": save_predictions,
+        "split": split,
     }
     if baseline is not None:
         evaluation.baselines.check_baseline(baseline)
-    total = evaluation.scan(data, limit, check_images=model is not None)
+    total = evaluation.scan(data, limit, check_images=model is not None, split=split)
     if model is not None:
         import sceneloc
 
@@ -99,6 +151,56 @@ def evaluate(
         console.print(f"wrote the report to {report}")
     if save_predictions is not None:
         console.print(f"wrote the predictions to {save_predictions}")
+
+
+def evaluate_describe(
+    data: Path,
+    model: str | None,
+    predictions: Path | None,
+    listener: str | None,
+    device: str,
+    dtype: str,
+    report: Path | None,
+    as_json: bool,
+    options: dict[str, Any],
+) -> None:
+    """``sceneloc evaluate --task describe``: caption the regions of ``data`` and score them."""
+    import sceneloc
+    from sceneloc.data import read_samples
+    from sceneloc.evaluation import describing, write_describe_report
+
+    if (model is None) == (predictions is None):
+        raise fail("give exactly one of --model or --predictions")
+    if not data.is_file():
+        raise fail(f"data file not found: {data}")
+    source: Any = predictions
+    if model is not None:
+        source = sceneloc.load(model, task="describe", device=device, dtype=dtype)
+    grounder = None
+    if listener is not None:
+        grounder = sceneloc.load(listener, task="locate", device=device, dtype=dtype)
+    regions = describing.read_regions(read_samples(data), options["split"],
+                                      options["limit"])  # fmt: skip
+    with progress_bar(len(regions)) as advance:
+        result = describing.evaluate_describer(
+            data, source, listener=grounder, progress=advance, **options
+        )
+    if report is not None:
+        write_describe_report(result, report)
+    metrics = result.to_dict()
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    overall = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    speed = overall.pop("seconds_per_region")
+    console.print(metrics_table(f"evaluation: {result.source}", {"all": overall}, "regions"))
+    console.print(metrics_table("by reference type", metrics["by_type"], "type"))
+    if speed is not None and model is not None:
+        console.print(f"{speed:.4f} s per region")
+    if report is not None:
+        console.print(f"wrote the report to {report}")
+    if options["save_predictions"] is not None:
+        console.print(f"wrote the predictions to {options['save_predictions']}")
 
 
 @contextmanager

@@ -133,3 +133,30 @@ def coco(
         relative_to=out.parent, include_crowd=include_crowd, skip_bad=skip_bad, stats=stats,
     )  # fmt: skip
     _write(out, samples, stats)
+
+
+@app.command("visual-genome")
+def visual_genome(
+    regions: Annotated[Path, typer.Option(help="Visual Genome region_descriptions.json.")],
+    image_data: Annotated[Path, typer.Option(help="Visual Genome image_data.json.")],
+    images: Annotated[Path, typer.Option(help="Folder holding VG_100K/ and VG_100K_2/.")],
+    out: Out,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(help='Splits as DenseCap gives them: {"train": [image ids], "val": ...}.'),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split of every sample without --split-file.")
+    ] = None,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Visual Genome region descriptions: one sample per description (dense captioning)."""
+    from sceneloc.data.visual_genome import convert_visual_genome
+
+    stats = ConversionStats()
+    samples = convert_visual_genome(
+        regions, image_data, images,
+        split_file=split_file, split=split, relative_to=out.parent, skip_bad=skip_bad,
+        stats=stats,
+    )  # fmt: skip
+    _write(out, samples, stats)

@@ -18,7 +18,11 @@ DEFAULT_SPLITS = "train=0.7,val=0.1,test=0.1,compositional=0.1"
 def synth(
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", help="Folder for images/, annotations.jsonl, scenes.jsonl."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for images/, annotations.jsonl, descriptions.jsonl, scenes.jsonl.",
+        ),
     ],
     num_images: Annotated[
         int, typer.Option("--num-images", "-n", help="Images in all, divided by --splits.")
@@ -78,6 +82,7 @@ def synth(
     console.print(table)
     kinds = ", ".join(f"{count} {kind}" for kind, count in stats.types.items())
     console.print(
-        f"{stats.num_images} images, {stats.num_samples} queries ({kinds}) "
+        f"{stats.num_images} images, {stats.num_samples} queries ({kinds}), "
+        f"{stats.descriptions} descriptions "
         f"in {stats.seconds:.1f} s ({stats.images_per_minute:.0f} images/min)"
     )

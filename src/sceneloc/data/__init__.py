@@ -7,6 +7,7 @@ from sceneloc.data.format import Sample, read_samples, write_samples
 from sceneloc.data.odvg import convert_odvg
 from sceneloc.data.refcoco import convert_refcoco
 from sceneloc.data.scenes import ObjectRecord, SceneRecord, Scenes, read_scenes, scenes_beside
+from sceneloc.data.visual_genome import convert_visual_genome
 
 __all__ = [
     "ConversionStats",
@@ -18,6 +19,7 @@ __all__ = [
     "convert_flickr30k_entities",
     "convert_odvg",
     "convert_refcoco",
+    "convert_visual_genome",
     "read_samples",
     "read_scenes",
     "scenes_beside",

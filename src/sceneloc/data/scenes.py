@@ -9,8 +9,9 @@ lists all its objects can write the same. One line per image::
      "objects": [{"box": [x1, y1, x2, y2], "shape": "circle", "color": "red", ...}, ...]}
 
 ``image`` is relative to the file's folder or absolute; boxes are float pixels; an
-object's text-valued fields are its attributes. Other fields (the generator's ``queries``
-and ``groups``) are left to whoever wrote them.
+object's text-valued fields are its attributes. ``groups`` (the generator's planted
+arrangements, ``[{"members": [ids], ...}]``) are read when present; other fields (the
+generator's ``queries``) are left to whoever wrote them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class SceneRecord:
     width: int
     height: int
     objects: tuple[ObjectRecord, ...]
+    #: Object ids of each group of objects that is a region of its own (a row of stars).
+    groups: tuple[tuple[int, ...], ...] = ()
 
     @property
     def boxes(self) -> np.ndarray:
@@ -83,7 +86,19 @@ class SceneRecord:
             )
         image_id = record.get("image_id")
         return cls(str(record["image"]), None if image_id is None else str(image_id), width,
-                   height, tuple(objects))  # fmt: skip
+                   height, tuple(objects), _groups(record.get("groups", [])))  # fmt: skip
+
+
+def _groups(value: Any) -> tuple[tuple[int, ...], ...]:
+    if not isinstance(value, list):
+        raise ValueError("'groups' must be a list")
+    groups = []
+    for index, group in enumerate(value):
+        members = group.get("members") if isinstance(group, dict) else None
+        if not isinstance(members, list) or not all(type(m) is int for m in members):
+            raise ValueError(f"group {index} must have 'members', a list of object ids")
+        groups.append(tuple(members))
+    return tuple(groups)
 
 
 @dataclass

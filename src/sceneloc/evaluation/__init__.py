@@ -7,13 +7,23 @@
 >>> write_report(result, "report/")
 
 All three sources are predictors feeding one scoring path (:func:`evaluate`), which streams
-the samples and keeps only per-sample numbers.
+the samples and keeps only per-sample numbers. Describers are scored on the data's reference
+regions by :func:`evaluate_describer` (BLEU, CIDEr-D, METEOR, exact, roundtrip@0.5).
 """
 
 from sceneloc.evaluation.baselines import (
     BASELINES,
     BaselinePredictor,
     evaluate_baseline,
+)
+from sceneloc.evaluation.captions import CaptionScorer, caption_scores, tokenize
+from sceneloc.evaluation.describing import (
+    DescribeResult,
+    Region,
+    RegionCaption,
+    evaluate_describer,
+    read_caption_predictions,
+    read_regions,
 )
 from sceneloc.evaluation.metrics import (
     RECALL_KS,
@@ -26,7 +36,7 @@ from sceneloc.evaluation.metrics import (
     score,
     summarize,
 )
-from sceneloc.evaluation.report import write_report
+from sceneloc.evaluation.report import write_describe_report, write_report
 from sceneloc.evaluation.runner import (
     DEFAULT_BATCH_SIZE,
     FilePredictor,
@@ -47,21 +57,31 @@ __all__ = [
     "SIZE_BINS",
     "THRESHOLDS",
     "BaselinePredictor",
+    "CaptionScorer",
+    "DescribeResult",
     "EvaluationResult",
     "FilePredictor",
     "ModelPredictor",
     "Prediction",
     "Predictor",
+    "Region",
+    "RegionCaption",
     "best_iou",
+    "caption_scores",
     "evaluate",
     "evaluate_baseline",
+    "evaluate_describer",
     "evaluate_model",
     "evaluate_predictions",
     "first_hit",
     "group_samples",
+    "read_caption_predictions",
     "read_predictions",
+    "read_regions",
     "scan",
     "score",
     "summarize",
+    "tokenize",
+    "write_describe_report",
     "write_report",
 ]

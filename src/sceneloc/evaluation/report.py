@@ -1,4 +1,5 @@
-"""The ``--report`` folder: metrics.json, a Markdown summary and PNG plots.
+"""The ``--report`` folder: metrics.json, a Markdown summary and PNG plots (locate), or
+metrics.json and the Markdown summary (describe).
 
 Plots use matplotlib's object API on an Agg canvas (no pyplot), so writing a report never
 touches the user's interactive backend or global figure state.
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sceneloc.errors import SceneLocError
+from sceneloc.evaluation.describing import DescribeResult
 from sceneloc.evaluation.metrics import THRESHOLDS, EvaluationResult
 
 logger = logging.getLogger(__name__)
@@ -131,3 +133,35 @@ def write_report(result: EvaluationResult, folder: str | Path) -> list[Path]:
         raise SceneLocError(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
     logger.info("wrote the evaluation report to %s", folder)
     return [folder / name for name in (METRICS_FILE, MARKDOWN_FILE, *plots)]
+
+
+def _write_text(folder: Path, files: dict[str, str]) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise SceneLocError(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
+
+
+def write_describe_report(result: DescribeResult, folder: str | Path) -> list[Path]:
+    """Write metrics.json and report.md of a describe evaluation into ``folder``."""
+    folder = Path(folder)
+    metrics = result.to_dict()
+    overall = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    overall.pop("seconds_per_region")
+    parts = [
+        f"# Describe evaluation: {result.source}" if result.source else "# Describe evaluation",
+        f"{result.n} regions, each scored against all its references.",
+        "## Overall",
+        markdown_table({"all": overall}, "regions"),
+        "## By reference type",
+        "The regions with references of a type, against those references only.",
+        markdown_table(metrics["by_type"], "type"),
+    ]
+    _write_text(folder, {
+        METRICS_FILE: json.dumps(metrics, indent=2) + "\n",
+        MARKDOWN_FILE: "\n\n".join(parts) + "\n",
+    })  # fmt: skip
+    logger.info("wrote the describe evaluation report to %s", folder)
+    return [folder / METRICS_FILE, folder / MARKDOWN_FILE]

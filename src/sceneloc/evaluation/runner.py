@@ -71,6 +71,10 @@ def image_size(path: Path) -> tuple[int, int] | None:
     return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
+def _of_split(samples: Iterable[Sample], split: str | None) -> Iterable[Sample]:
+    return samples if split is None else (s for s in samples if s.split == split)
+
+
 def _data_source(
     data: str | Path | Iterable[Sample], root: Path | None
 ) -> tuple[Iterable[Sample], Path]:
@@ -80,8 +84,13 @@ def _data_source(
     return data, Path.cwd() if root is None else root
 
 
-def scan(data: str | Path, limit: int | None = None, check_images: bool = False) -> int:
-    """Validate the data file up front and count its samples (up to ``limit``).
+def scan(
+    data: str | Path,
+    limit: int | None = None,
+    check_images: bool = False,
+    split: str | None = None,
+) -> int:
+    """Validate the data file up front and count its samples (of ``split``, up to ``limit``).
 
     A malformed line, or with ``check_images`` a missing image, is reported before a long
     model run starts rather than hours into it. Reads JSON only, never pixels.
@@ -89,7 +98,7 @@ def scan(data: str | Path, limit: int | None = None, check_images: bool = False)
     path = Path(data)
     count = 0
     checked: set[str] = set()
-    for sample in islice(read_samples(path), limit):
+    for sample in islice(_of_split(read_samples(path), split), limit):
         count += 1
         if check_images and sample.image not in checked:
             checked.add(sample.image)
@@ -110,8 +119,10 @@ def evaluate(
     save_predictions: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     source: str = "",
+    split: str | None = None,
 ) -> EvaluationResult:
-    """Score ``predictor`` on the samples of ``data`` (a JSON Lines path or any iterable).
+    """Score ``predictor`` on the samples of ``data`` (a JSON Lines path or any iterable;
+    only those of ``split`` when given).
 
     Images are resolved against ``root`` (default: the data file's folder). ``image_sizes``
     records each target's size relative to its image (for the report's size breakdown),
@@ -120,6 +131,7 @@ def evaluate(
     ``progress`` is called with the number of samples done after each group.
     """
     samples, root = _data_source(data, root)
+    samples = _of_split(samples, split)
     if limit is not None:
         samples = islice(samples, limit)
     result = EvaluationResult(source=source)
@@ -127,7 +139,7 @@ def evaluate(
     with ExitStack() as stack:
         out = None
         if save_predictions is not None:
-            out = stack.enter_context(_open_for_writing(Path(save_predictions)))
+            out = stack.enter_context(open_for_writing(Path(save_predictions)))
         for group in group_samples(samples, batch_size):
             started = time.perf_counter()
             predictions = predictor(group, root)
@@ -150,7 +162,7 @@ def evaluate(
     return result
 
 
-def _open_for_writing(path: Path):
+def open_for_writing(path: Path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("w", encoding="utf-8")

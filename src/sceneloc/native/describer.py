@@ -11,8 +11,13 @@ the image's tokens at every step as well costs most of the training time for no 
 region's tokens have already read the image.)
 
 When the data lists every object (the synthetic scenes' ``scenes.jsonl``), attribute heads
-name each object's colour, shape and size at its centre token, as in the grounder
-(:mod:`sceneloc.native.model`): a caption loss alone teaches colour slowly.
+name each object's colour, shape and size at its centre token and an object map says where
+things are and how large (as in the grounder, :mod:`sceneloc.native.model` and
+:mod:`sceneloc.native.reasoning`): a caption loss alone teaches colour slowly. With them,
+each region also gets *comparisons*: how many other things share its attributes (all of
+them, or all but one), anywhere and to each side of it, larger and smaller. Whether "the red
+star" is enough or "the leftmost red star" is needed is exactly such a count; attention
+alone learns it slowly, as the grounder's transformer learnt relations and orderings.
 """
 
 from __future__ import annotations
@@ -28,14 +33,18 @@ from transformers.utils import ModelOutput
 
 from sceneloc.native.config import BUILTIN_CNN
 from sceneloc.native.encoders import ImageEncoder, transformer
-from sceneloc.native.model import ATTRIBUTE_WEIGHT, _cell_index
-from sceneloc.native.reasoning import cell_coordinates
+from sceneloc.native.model import ATTRIBUTE_WEIGHT, OBJECT_MAP_WEIGHT, _cell_index
+from sceneloc.native.reasoning import cell_coordinates, object_map, object_map_head, object_map_loss
 
 #: Special token ids of the describer's word-level vocabulary (``[PAD]``, ``[UNK]`` come
 #: from :func:`sceneloc.native.text.word_tokenizer`; the decoder adds these two after them).
 PAD_ID, BOS_TOKEN, EOS_TOKEN = 0, "[BOS]", "[EOS]"
 #: Relative-place features of an image token seen from a box (see ``_relative_places``).
 PLACE_FEATURES = 7
+#: Comparisons are counted anywhere, left, right, above, below, larger and smaller; the
+#: softness of "left of the region's centre" (normalised image units) and of "larger" (log
+#: size).
+DIRECTIONS, PLACE_SOFTNESS, SIZE_SOFTNESS = 7, 0.02, 0.1
 
 
 class DescriberConfig(PretrainedConfig):
@@ -177,6 +186,13 @@ class NativeDescriberModel(PreTrainedModel):
                 for name, values in (config.object_attributes or {}).items()
             }
         )
+        if self.attribute_heads:
+            self.objects = object_map_head(hidden)
+            # One count per set of attributes shared (all, all but one) and direction.
+            kinds = 1 + len(self.attribute_heads)
+            self.compare = nn.Sequential(
+                nn.Linear(kinds * DIRECTIONS, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+            )
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -211,8 +227,68 @@ class NativeDescriberModel(PreTrainedModel):
         cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
         shape = torch.stack([cx, cy, boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], -1)
         summary = self.summary_token.expand(regions, -1, -1) + self.geometry(shape)[:, None]
+        if self.attribute_heads:
+            counts = self._comparisons(image_tokens, grid, boxes, image_index)
+            summary = summary + self.compare(counts)[:, None]
         seen_from_box = image_tokens[image_index] + self.place(_relative_places(boxes, grid))
         return RegionMemory(self.region_encoder(torch.cat([summary, inside], dim=1), seen_from_box))
+
+    def _comparisons(
+        self,
+        image_tokens: torch.Tensor,
+        grid: tuple[int, int],
+        boxes: torch.Tensor,
+        image_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(regions, (1 + attributes) * 7)``: log(1 + how many things) whose centre lies
+        outside the box share the region's attributes, all of them or all but one, counted
+        anywhere, left of, right of, above, below the box's centre, larger and smaller.
+
+        Read from the attribute heads and the object map, which learn from their own labels
+        (no gradient flows back through the counts)."""
+        with torch.no_grad():
+            objectness, places = object_map(self.objects, image_tokens, grid)
+            side = boxes[:, 2:] - boxes[:, :2]
+            centre = torch.stack(
+                [(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], dim=-1
+            )
+            feature_map = image_tokens.transpose(1, 2).reshape(image_tokens.shape[0], -1, *grid)
+            own_token = F.grid_sample(
+                feature_map[image_index], (centre * 2 - 1)[:, None, None], align_corners=False
+            )[:, :, 0, 0]
+            agreements = torch.stack(
+                [
+                    torch.einsum(
+                        "rcv,rv->rc",
+                        head(image_tokens).softmax(-1)[image_index],
+                        head(own_token).softmax(-1),
+                    )
+                    for head in self.attribute_heads.values()
+                ],
+                dim=-1,
+            )  # (regions, cells, attributes)
+            shared = [agreements.prod(-1)] + [
+                agreements[..., [a for a in range(agreements.shape[-1]) if a != left_out]].prod(-1)
+                for left_out in range(agreements.shape[-1])
+            ]
+            x, y, log_size = places[image_index].unbind(-1)
+            inside = (
+                (x >= boxes[:, 0:1])
+                & (x <= boxes[:, 2:3])
+                & (y >= boxes[:, 1:2])
+                & (y <= boxes[:, 3:4])
+            )
+            things = objectness[image_index].sigmoid() * (~inside).float()
+            own_size = side.amax(-1, keepdim=True).clamp(min=1e-4).log()
+            dx, dy = (x - centre[:, 0:1]) / PLACE_SOFTNESS, (y - centre[:, 1:2]) / PLACE_SOFTNESS
+            larger = (log_size - own_size) / SIZE_SOFTNESS
+            directions = torch.stack(
+                [torch.ones_like(dx), (-dx).sigmoid(), dx.sigmoid(), (-dy).sigmoid(),
+                 dy.sigmoid(), larger.sigmoid(), (-larger).sigmoid()],
+                dim=-1,
+            )  # fmt: skip
+            counts = [torch.einsum("rc,rcd->rd", things * same, directions) for same in shared]
+            return torch.cat(counts, dim=-1).log1p()
 
     def _step(
         self, memory: RegionMemory, token_ids: torch.Tensor, state: torch.Tensor
@@ -252,7 +328,7 @@ class NativeDescriberModel(PreTrainedModel):
             logits.flatten(0, 1), caption_ids[:, 1:].flatten(), ignore_index=PAD_ID
         )
         if object_boxes is not None and object_labels is not None and self.attribute_heads:
-            loss = loss + self._attribute_loss(image_tokens, grid, object_boxes, object_labels)
+            loss = loss + self._object_loss(image_tokens, grid, object_boxes, object_labels)
         return DescriberOutput(loss, logits)
 
     def teacher_forced_logits(self, memory: RegionMemory, inputs: torch.Tensor) -> torch.Tensor:
@@ -264,14 +340,15 @@ class NativeDescriberModel(PreTrainedModel):
             logits.append(step_logits)
         return torch.stack(logits, dim=1)
 
-    def _attribute_loss(
+    def _object_loss(
         self,
         image_tokens: torch.Tensor,
         grid: tuple[int, int],
         objects: torch.Tensor,
         labels: torch.Tensor,
     ) -> torch.Tensor:
-        """Cross-entropy of each attribute head at the token under each object's centre."""
+        """Cross-entropy of each attribute head at the token under each object's centre,
+        and the object map's loss."""
         cells = _cell_index(objects[..., 0], objects[..., 1], grid)
         tokens = image_tokens.gather(1, cells.unsqueeze(-1).expand(-1, -1, image_tokens.shape[-1]))
         losses = [
@@ -279,7 +356,11 @@ class NativeDescriberModel(PreTrainedModel):
             for i, head in enumerate(self.attribute_heads.values())
             if (labels[..., i] >= 0).any()
         ]
-        return ATTRIBUTE_WEIGHT * torch.stack(losses).mean() if losses else tokens.sum() * 0.0
+        if not losses:
+            return tokens.sum() * 0.0
+        valid = (labels >= 0).any(dim=-1)
+        places = object_map_loss(self.objects, image_tokens, grid, cells, objects, valid)
+        return ATTRIBUTE_WEIGHT * torch.stack(losses).mean() + OBJECT_MAP_WEIGHT * places
 
     @torch.no_grad()
     def generate_captions(

@@ -17,6 +17,7 @@ from sceneloc.data.synth import (
     generate,
     parse_query,
     parse_splits,
+    render_query,
     resolve,
     spec_from_dict,
     split_counts,
@@ -63,7 +64,8 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     for path, seed in zip(paths, (5, 5, 6)):
         generate(path, 3, seed=seed, **SMALL)
     same, other = paths[1], paths[2]
-    for name in ("annotations.jsonl", "scenes.jsonl", *(f"images/{i:06d}.png" for i in range(3))):
+    files = ("annotations.jsonl", "scenes.jsonl", "descriptions.jsonl")
+    for name in (*files, *(f"images/{i:06d}.png" for i in range(3))):
         assert (paths[0] / name).read_bytes() == (same / name).read_bytes(), name
         assert (paths[0] / name).read_bytes() != (other / name).read_bytes(), name
 
@@ -175,3 +177,39 @@ def test_existing_dataset_needs_overwrite(tmp_path):
         generate(tmp_path, 1, seed=1, **SMALL)
     generate(tmp_path, 1, seed=1, overwrite=True, **SMALL)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_every_description_picks_out_its_target_alone(dataset):
+    out, stats, samples, scenes = dataset
+    references = list(read_samples(out / "descriptions.jsonl"))
+    assert len(references) > 3 * len(samples) and stats.descriptions == len(references)
+    queries = {q["id"]: q for scene in scenes.values() for q in scene["queries"]}
+    by_query = {s.id: s for s in samples}
+    for reference in references:
+        asked = by_query[reference.id.rsplit("_", 1)[0]]  # the annotation it describes
+        assert (reference.image, reference.box, reference.split) == (
+            asked.image, asked.box, asked.split,
+        )  # fmt: skip
+        assert reference.category == asked.category and reference.image_id == asked.image_id
+        objects = objects_of(scenes[reference.image])
+        spec = parse_query(reference.query)  # resolved from the text itself
+        assert spec.type == reference.type and render_query(spec) == reference.query
+        matches = resolve(spec, objects)
+        assert len(matches) == 1, (reference.query, matches)
+        assert matches[0] in resolve(spec, objects, strict=True), reference.query
+        assert list(target_ids(spec, matches[0])) == queries[asked.id]["target"], reference.query
+        if reference.split != "compositional":  # held-out pairs are never named outside it
+            assert not {objects[i].pair for i in matches[0]} & HELD_OUT, reference.query
+
+
+def test_each_annotation_is_among_its_targets_descriptions(dataset):
+    out, _, samples, _ = dataset
+    references: dict[str, list[str]] = {}
+    for reference in read_samples(out / "descriptions.jsonl"):
+        references.setdefault(reference.id.rsplit("_", 1)[0], []).append(reference.query)
+    for sample in samples:
+        told = references[sample.id]
+        assert render_query(parse_query(sample.query)) in told, sample.query
+        assert len(set(told)) == len(told)  # each description once
+    kinds = {r.type for r in read_samples(out / "descriptions.jsonl")}
+    assert kinds == set(QUERY_TYPES)

@@ -11,16 +11,12 @@ from __future__ import annotations
 import pytest
 
 from sceneloc.data.format import read_samples
+from sceneloc.data.scenes import read_scenes
 from sceneloc.data.synth import generate
-from sceneloc.data.synth.checking import (
-    SceneIndex,
-    caption_picks_out,
-    region_targets,
-    scene_objects,
-)
+from sceneloc.data.synth.checking import CheckedScene, region_targets
+from sceneloc.evaluation.describing import read_regions
 from sceneloc.training import train
 from sceneloc.training.describe import DescribeOptions
-from sceneloc.training.describe.dataset import region_groups
 
 SCENES = {"size": 256, "min_objects": 10, "max_objects": 16, "queries_per_image": 8}
 
@@ -34,17 +30,13 @@ def scenes(tmp_path_factory):
 
 
 def colour_and_shape_exact(data) -> float:
-    """``exact`` of "the <colour> <shape>" of each region's (first) target."""
-    index = SceneIndex.beside(data)
+    """``exact`` of "the <colour> <shape>" of each region's (first) object."""
+    scenes = read_scenes(data.parent / "scenes.jsonl")
     picked = []
-    for group in region_groups(read_samples(data), data.parent):
-        record = index.find(group.image_id, group.path)
-        objects = scene_objects(record)
-        for box in group.boxes:
-            targets = region_targets(record, box)
-            first = objects[targets[0]]
-            caption = f"the {first.color} {first.shape}"
-            picked.append(caption_picks_out(caption, objects, targets))
+    for region in read_regions(read_samples(data)):
+        scene = CheckedScene.from_record(scenes.find(region.image_id, data.parent / region.image))
+        first = scene.objects[region_targets(region.box, scene.objects, scene.groups)[0][0]]
+        picked.append(scene.is_exact(f"the {first.color} {first.shape}", region.box))
     return sum(picked) / len(picked)
 
 

@@ -5,7 +5,9 @@ behind ``sceneloc data synth``). Each scene has 20 to 60 shapes by default; each
 resolved against the scene's objects by :func:`resolve`, the same logic the tests use, and kept
 only when it has exactly one referent and a same-shape distractor.
 
-On disk: ``images/NNNNNN.png``, ``annotations.jsonl`` (:class:`~sceneloc.data.Sample` lines)
+On disk: ``images/NNNNNN.png``, ``annotations.jsonl`` (:class:`~sceneloc.data.Sample` lines),
+``descriptions.jsonl`` (samples too: every description of each annotated target that picks it
+out, the references a describer is scored against; :mod:`~sceneloc.data.synth.describing`)
 and ``scenes.jsonl``, one line per image::
 
     {"image": "images/000042.png", "image_id": "000042", "width": W, "height": H,
@@ -24,8 +26,9 @@ One job per module. Queries: ``specs`` (what a query asks), ``english`` (its wor
 ways), ``ordering`` and ``resolver`` (what it means in a scene of ``objects``). Scenes:
 ``vocab`` (the words), ``options`` (the limits), ``sampling`` (random draws), ``canvas``
 (placing with bounded occlusion), ``planting`` (arrangements for group queries), ``layout``
-(a full canvas), ``asking`` (verified queries), ``draw`` (pixels), ``scene`` (one scene
-assembled) and ``generate`` (a dataset on disk).
+(a full canvas), ``asking`` (verified queries), ``describing`` (every description of a
+target), ``draw`` (pixels), ``scene`` (one scene assembled) and ``generate`` (a dataset on
+disk).
 """
 
 from sceneloc.data.synth.asking import SceneQuery

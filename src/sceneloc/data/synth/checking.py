@@ -1,98 +1,91 @@
-"""Checking a description of a region of a synthetic scene: does it pick out its target?
+"""Checking a caption exactly: does the resolver map it to its region's objects, and only them?
 
-A caption picks out its region when the synthetic grammar's parser reads it and the
-resolver finds exactly the region's objects, in its tolerant and its strict reading (the
-rule the generator keeps its own queries by, :func:`~sceneloc.data.synth.resolver.is_unambiguous`).
-A region is known by its box; :func:`region_targets` finds the objects it stands for in the
-scene's record of ``scenes.jsonl``.
+A describer's caption of a synthetic region is *exact* when it reads as a query of the
+synthetic grammar (:func:`~sceneloc.data.synth.english.parse_query`) and that query is true of
+the region's objects alone, in the tolerant and the strict reading
+(:func:`~sceneloc.data.synth.resolver.is_unambiguous`): the check every generated query
+passes. A region is found among a scene's objects by its box: the box of one object, or the
+union box of a planted group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from sceneloc.boxes import union_box
-from sceneloc.data.format import read_jsonl
-from sceneloc.data.scenes import SCENES_FILE, _key
+import numpy as np
+
+from sceneloc.boxes import Box, union_box
+from sceneloc.data.scenes import SceneRecord
 from sceneloc.data.synth.english import parse_query
 from sceneloc.data.synth.objects import SceneObject
-from sceneloc.data.synth.resolver import resolve
-from sceneloc.data.synth.specs import QuerySpec, target_ids
+from sceneloc.data.synth.resolver import is_unambiguous, resolve
+from sceneloc.data.synth.specs import target_ids as referred_ids
 
-#: Two boxes are the same region when no side differs by more than this many pixels.
-BOX_TOLERANCE = 0.5
+#: How far (pixels) a region's box may be from an object's and still be that object's.
+BOX_TOLERANCE = 0.01
 
 
-class SceneIndex:
-    """The raw records of a ``scenes.jsonl`` (with the generator's ``queries`` and
-    ``groups``), found by image id or, failing that, by image path."""
+def picked_out(caption: str, objects: Sequence[SceneObject]) -> tuple[int, ...] | None:
+    """The ids ``caption`` refers to when it reads as a synthetic query with exactly one
+    referent (see the module doc), else ``None``. Letter case and a trailing full stop are
+    ignored."""
+    try:
+        spec = parse_query(caption.strip().rstrip("."))
+    except ValueError:
+        return None
+    matches = resolve(spec, objects)
+    if len(matches) != 1 or not is_unambiguous(spec, objects, matches[0]):
+        return None
+    return referred_ids(spec, matches[0])
 
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        self.by_id: dict[str, dict[str, Any]] = {}
-        self.by_path: dict[str, dict[str, Any]] = {}
-        for _number, record in read_jsonl(path):
-            if record.get("image_id") is not None:
-                self.by_id[str(record["image_id"])] = record
-            image = Path(record["image"])
-            self.by_path[_key(image if image.is_absolute() else path.parent / image)] = record
+
+def caption_picks_out(
+    caption: str, objects: Sequence[SceneObject], target_ids: Iterable[int]
+) -> bool:
+    """Whether ``caption`` refers to exactly the objects ``target_ids``, unambiguously."""
+    picked = picked_out(caption, objects)
+    return picked is not None and set(picked) == set(target_ids)
+
+
+def region_targets(
+    box: Box, objects: Sequence[SceneObject], groups: Iterable[Sequence[int]] = ()
+) -> list[tuple[int, ...]]:
+    """Every target whose box is ``box``: an object, a group (its member ids) whose union box
+    it is. A container and the pair "X inside it" share one box, so both may be listed."""
+
+    def at_box(members: Sequence[int]) -> bool:
+        union = union_box([objects[i].box for i in members])
+        return bool(np.allclose(union, box, rtol=0, atol=BOX_TOLERANCE))
+
+    found = [(obj.id,) for obj in objects if at_box([obj.id])]
+    return found + [tuple(members) for members in groups if at_box(members)]
+
+
+@dataclass(frozen=True)
+class CheckedScene:
+    """A synthetic scene as the exact check needs it: its objects and planted groups."""
+
+    objects: tuple[SceneObject, ...]
+    groups: tuple[tuple[int, ...], ...] = ()
 
     @classmethod
-    def beside(cls, samples: str | Path) -> SceneIndex | None:
-        """The scene file in the samples file's folder, if there is one."""
-        path = Path(samples).parent / SCENES_FILE
-        return cls(path) if path.is_file() else None
+    def from_record(cls, record: SceneRecord) -> CheckedScene | None:
+        """The scene of a ``scenes.jsonl`` line, or ``None`` when its objects are not the
+        generator's shapes (each with an id, a shape, a colour and a size)."""
+        objects = []
+        for obj in record.objects:
+            values = [obj.attributes.get(k) for k in ("shape", "color", "size")]
+            if obj.id is None or None in values:
+                return None
+            objects.append(SceneObject(obj.id, *values, box=tuple(obj.box)))  # type: ignore[arg-type]
+        return cls(tuple(objects), record.groups)
 
-    def find(self, image_id: str | int | None, image: Path) -> dict[str, Any] | None:
-        if image_id is not None and str(image_id) in self.by_id:
-            return self.by_id[str(image_id)]
-        return self.by_path.get(_key(image))
-
-
-def scene_objects(record: dict[str, Any]) -> list[SceneObject]:
-    """The objects of one line of ``scenes.jsonl``, as the resolver reads them."""
-    return [SceneObject.from_dict(obj) for obj in record["objects"]]
-
-
-def same_box(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(abs(float(x) - float(y)) <= BOX_TOLERANCE for x, y in zip(a, b, strict=True))
-
-
-def region_targets(record: dict[str, Any], box: Sequence[float]) -> tuple[int, ...] | None:
-    """The ids of the objects the region ``box`` (pixels) stands for, ``None`` if none.
-
-    The scene's own queries say first (a group's box is the union of its members, and the
-    box of "the circle inside the square" is the square's); then its planted groups; then
-    the one object with that box.
-    """
-    objects = {obj["id"]: obj for obj in record["objects"]}
-    for query in record.get("queries", []):
-        if same_box(union_box([objects[i]["box"] for i in query["target"]]), box):
-            return tuple(query["target"])
-    for group in record.get("groups", []):
-        if same_box(union_box([objects[i]["box"] for i in group["members"]]), box):
-            return tuple(group["members"])
-    found = [obj["id"] for obj in record["objects"] if same_box(obj["box"], box)]
-    return (found[0],) if len(found) == 1 else None
-
-
-def caption_picks_out(caption: str, objects: Sequence[SceneObject], targets: Sequence[int]) -> bool:
-    """Whether ``caption`` describes exactly the objects ``targets`` (ids, a group's in the
-    order its description names them: a row left to right) and nothing else: parsed by the
-    grammar, true of them and of them alone. Anything the grammar cannot read is False."""
-    try:
-        spec = parse_query(caption)
-    except ValueError:
-        return False
-    return spec_picks_out(spec, objects, targets)
-
-
-def spec_picks_out(spec: QuerySpec, objects: Sequence[SceneObject], targets: Sequence[int]) -> bool:
-    """:func:`caption_picks_out` for a spec: its one tolerant reading is of ``targets``, and
-    a strict reading too (:func:`~sceneloc.data.synth.resolver.is_unambiguous`)."""
-    readings = resolve(spec, objects)
-    if len(readings) != 1 or target_ids(spec, readings[0]) != tuple(targets):
-        return False
-    return readings[0] in resolve(spec, objects, strict=True)
+    def is_exact(self, caption: str, box: Box) -> bool:
+        """Whether ``caption`` picks out the region ``box`` (one of its targets) alone;
+        ``ValueError`` when ``box`` is no object's or group's."""
+        targets = region_targets(box, self.objects, self.groups)
+        if not targets:
+            raise ValueError(f"the region {box} is no object or group of the scene")
+        picked = picked_out(caption, self.objects)
+        return picked is not None and any(set(picked) == set(t) for t in targets)

@@ -1,4 +1,6 @@
-"""Write a synthetic dataset: ``images/``, ``annotations.jsonl`` and ``scenes.jsonl``.
+"""Write a synthetic dataset: ``images/``, ``annotations.jsonl``, ``scenes.jsonl`` and
+``descriptions.jsonl`` (every description of each annotated target, its references for
+describing; :mod:`~sceneloc.data.synth.describing`).
 
 Image ``k`` is drawn from its own generator seeded with ``(seed, k)``, so a dataset is a pure
 function of its settings: the same seed gives byte-identical files, another seed another
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 #: Default division of ``num_images``: 70 % train, 10 % each val, test and compositional.
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.1, "compositional": 0.1}
 MAX_IMAGES = 10_000_000
+#: The references file, beside ``annotations.jsonl``.
+DESCRIPTIONS_FILE = "descriptions.jsonl"
 
 
 def parse_splits(text: str) -> dict[str, float]:
@@ -79,6 +83,7 @@ class SynthStats:
     seconds: float
     seed: int = 0
     settings: dict[str, int] = field(default_factory=dict)
+    descriptions: int = 0
 
     @property
     def num_images(self) -> int:
@@ -121,6 +126,7 @@ def generate(
     counts = split_counts(num_images, weights)
     out = Path(out_dir)
     annotations, scenes = out / "annotations.jsonl", out / "scenes.jsonl"
+    references = out / DESCRIPTIONS_FILE
     if not overwrite and (annotations.exists() or scenes.exists()):
         raise SynthError(
             f"{out} already holds a dataset; pass --overwrite (overwrite=True) to replace it"
@@ -135,14 +141,18 @@ def generate(
     started = time.perf_counter()
     samples: Counter[str] = Counter()
     types: Counter[str] = Counter()
-    objects = 0
+    objects = described_count = 0
     partial = scenes.with_name(scenes.name + ".partial")
+    references_partial = references.with_name(references.name + ".partial")
     logger.info("generating %d images into %s (seed %d): %s", num_images, out, seed, counts)
 
     def scene_samples() -> Iterator[Sample]:
         """Draw and save each image, record its scene, and hand its samples to the writer."""
-        nonlocal objects
-        with partial.open("w", encoding="utf-8") as records:
+        nonlocal objects, described_count
+        with (
+            partial.open("w", encoding="utf-8") as records,
+            references_partial.open("w", encoding="utf-8") as described,
+        ):
             for index, split in enumerate(order):
                 image_id = f"{index:0{width}d}"
                 scene = make_scene(
@@ -157,6 +167,9 @@ def generate(
                 )
                 scene.image.save(out / scene.image_path, format="PNG", compress_level=1)
                 records.write(json.dumps(scene.record()) + "\n")
+                references_of_scene = scene.descriptions()
+                described.writelines(json.dumps(s.to_dict()) + "\n" for s in references_of_scene)
+                described_count += len(references_of_scene)
                 samples[split] += len(scene.queries)
                 types.update(q.type for q in scene.queries)
                 objects += len(scene.objects)
@@ -167,10 +180,12 @@ def generate(
     try:
         write_samples(annotations, scene_samples())
         os.replace(partial, scenes)
+        os.replace(references_partial, references)
     except OSError as exc:
         raise SynthError(f"cannot write to {out}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
+        references_partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     stats = SynthStats(
         out_dir=out,
@@ -178,6 +193,7 @@ def generate(
         samples={name: samples[name] for name in counts},
         types={name: types[name] for name in QUERY_TYPES},
         objects=objects,
+        descriptions=described_count,
         seconds=seconds,
         seed=seed,
         settings={

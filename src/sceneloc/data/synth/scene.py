@@ -16,7 +16,9 @@ from PIL import Image
 
 from sceneloc.data.format import Sample
 from sceneloc.data.synth.asking import SceneQuery, ask_all, plan_types
+from sceneloc.data.synth.describing import descriptions
 from sceneloc.data.synth.draw import compose
+from sceneloc.data.synth.english import render_query
 from sceneloc.data.synth.layout import Layout, lay_out
 from sceneloc.data.synth.objects import SceneObject
 from sceneloc.data.synth.options import SynthError, check_options
@@ -52,21 +54,33 @@ class Scene:
     def sample_id(self, index: int) -> str:
         return f"{self.image_id}_{index}"
 
+    def _sample(self, sample_id: str, query: SceneQuery, text: str, kind: str) -> Sample:
+        return Sample(
+            id=sample_id,
+            image=self.image_path,
+            query=text,
+            box=query.box,
+            split=self.split,
+            type=kind,
+            category=query.category,
+            image_id=self.image_id,
+        )
+
     @property
     def samples(self) -> list[Sample]:
         """The queries in the common sample format (``image`` is ``image_path``)."""
         return [
-            Sample(
-                id=self.sample_id(i),
-                image=self.image_path,
-                query=q.text,
-                box=q.box,
-                split=self.split,
-                type=q.type,
-                category=q.category,
-                image_id=self.image_id,
-            )
+            self._sample(self.sample_id(i), q, q.text, q.type) for i, q in enumerate(self.queries)
+        ]
+
+    def descriptions(self) -> list[Sample]:
+        """Every description of each query's target (its references), in canonical wording:
+        ids ``<query id>_<k>``, ``type`` the description's own (see
+        :mod:`~sceneloc.data.synth.describing`)."""
+        return [
+            self._sample(f"{self.sample_id(i)}_{k}", q, render_query(spec), spec.type)
             for i, q in enumerate(self.queries)
+            for k, spec in enumerate(descriptions(q, self.objects, self.split))
         ]
 
     def record(self) -> dict[str, Any]:

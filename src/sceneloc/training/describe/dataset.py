@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from sceneloc.boxes import Box
 from sceneloc.data.format import Sample
 from sceneloc.data.scenes import Scenes
-from sceneloc.data.synth.checking import SceneIndex
+from sceneloc.data.synth.checking import CheckedScene
 from sceneloc.native.describer import BOS_TOKEN, EOS_TOKEN, DescriberConfig
 from sceneloc.training.describe.references import canonical_wording, scene_regions
 from sceneloc.training.native.dataset import (
@@ -56,7 +56,7 @@ class RegionGroup:
 def region_groups(
     samples: Iterable[Sample],
     root: Path,
-    scenes: SceneIndex | None = None,
+    scenes: Scenes | None = None,
     every_object: bool = True,
 ) -> list[RegionGroup]:
     """The regions of each image, in first-seen order. With synthetic ``scenes``, a sample's
@@ -70,7 +70,8 @@ def region_groups(
         group = groups.setdefault(path, RegionGroup(path, image_id))
         if path not in captions:
             record = scenes.find(image_id, path) if scenes is not None else None
-            captions[path] = scene_regions(record) if record is not None else {}
+            checked = CheckedScene.from_record(record) if record is not None else None
+            captions[path] = scene_regions(checked) if checked is not None else {}
         if not captions[path]:
             group.add(sample.box, [sample.query])
             continue

@@ -5,15 +5,15 @@ captions, or loaded from a run's ``last/`` to resume. The data is the samples fi
 lines with the same image and box are one region's references, and, when a
 ``scenes.jsonl`` lies beside it, every object of every image (regions and attribute targets,
 :mod:`~sceneloc.training.describe.dataset`). Validation describes the validation file's
-regions through the backend that serves the model; on synthetic scenes it scores ``exact``,
-the share of captions that pick out exactly their region
-(:func:`~sceneloc.data.synth.checking.caption_picks_out`).
+regions through the backend that serves the model and scores them as ``sceneloc evaluate``
+does; on synthetic scenes first by ``exact``, the share of captions that pick out exactly
+their region (:mod:`sceneloc.data.synth.checking`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,12 +24,7 @@ from sceneloc.api import Describer
 from sceneloc.backends.native_describer import NativeDescriberBackend
 from sceneloc.data.format import read_samples
 from sceneloc.data.scenes import Scenes, scenes_beside
-from sceneloc.data.synth.checking import (
-    SceneIndex,
-    caption_picks_out,
-    region_targets,
-    scene_objects,
-)
+from sceneloc.evaluation.describing import evaluate_describer
 from sceneloc.native.config import BUILTIN_CNN
 from sceneloc.native.describer import BOS_TOKEN, EOS_TOKEN, DescriberConfig, NativeDescriberModel
 from sceneloc.native.processing import normalize
@@ -40,7 +35,6 @@ from sceneloc.training.describe.dataset import (
     RegionGroup,
     region_groups,
 )
-from sceneloc.training.native.queries import is_synthetic
 from sceneloc.training.options import TrainingError, TrainingOptions
 from sceneloc.training.task import TrainingTask
 
@@ -133,21 +127,20 @@ def build_model(
 
 
 def read_regions(data: str | Path, every_object: bool) -> tuple[list[RegionGroup], Scenes | None]:
-    """The regions of a samples file (with the synthetic scenes beside it, if any) and its
-    scenes (``None`` without a scene file)."""
+    """The regions of a samples file (with the scenes beside it, if any) and its scenes
+    (``None`` without a scene file)."""
     path = Path(data)
     samples = list(read_samples(path))
     if not samples:
         raise TrainingError(f"{path} holds no samples")
     scenes = scenes_beside(path)
-    synthetic = SceneIndex.beside(path) if scenes is not None and is_synthetic(scenes) else None
-    return region_groups(samples, path.parent, synthetic, every_object), scenes
+    return region_groups(samples, path.parent, scenes, every_object), scenes
 
 
 class DescribeTask(TrainingTask):
     """The native describer on a samples file (and its scenes, when it has them)."""
 
-    metrics = ("val_exact", "val_reference_match")
+    metrics = ("val_exact", "val_cider", "val_bleu4")
     options: DescribeOptions
     # Set by prepare() and build_model(), which the loop calls first.
     regions: list[RegionGroup]
@@ -160,10 +153,10 @@ class DescribeTask(TrainingTask):
         missing = [group.path for group in self.regions if not group.path.is_file()]
         if missing:
             raise TrainingError(f"{len(missing)} training image(s) not found, e.g. {missing[0]}")
-        if self.options.val and SceneIndex.beside(self.options.val) is None:
-            # Without scenes there is no exact score: the best model is the one whose
-            # captions most often equal a reference.
-            self.metrics = ("val_reference_match", "val_exact")
+        if self.options.val and scenes_beside(self.options.val) is None:
+            # Without scenes there is no exact score: the best model is the one with the
+            # best CIDEr-D.
+            self.metrics = ("val_cider", "val_bleu4")
 
     def build_model(self, resume_from: Path | None) -> NativeDescriberModel:
         if resume_from is not None:
@@ -207,45 +200,18 @@ class DescribeTask(TrainingTask):
         return len(batch["boxes"])
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
-        """``val_exact`` (synthetic scenes) and ``val_reference_match`` (the caption is one
-        of the region's references) over the validation file's regions."""
+        """``exact`` (synthetic scenes), CIDEr-D and BLEU-4 on the validation file's regions
+        through the serving backend, by the code of ``sceneloc evaluate --task describe``."""
         options = self.options
-        describer = Describer(NativeDescriberBackend(model, self.tokenizer), "validation")
-        was_training = model.training
-        scores = validation_scores(describer, options.val, options.val_limit, options.val_beams)
-        model.train(was_training)
-        return scores
+        backend = NativeDescriberBackend(model, self.tokenizer)
+        settings = replace(backend.family.settings, num_beams=options.val_beams)
+        describer = Describer(backend, "validation", settings)
+        metrics = evaluate_describer(
+            options.val, describer, limit=options.val_limit, meteor=False
+        ).to_dict()
+        model.train()
+        return {f"val_{name}": metrics.get(name) for name in ("exact", "cider", "bleu4")}
 
     def save(self, model: torch.nn.Module, directory: Path) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-
-
-def validation_scores(
-    describer: Describer, data: str | Path, limit: int | None, num_beams: int
-) -> dict[str, float]:
-    """Describe the regions of a samples file (at most ``limit``), image by image."""
-    path = Path(data)
-    groups = region_groups(read_samples(path), path.parent)
-    scenes = SceneIndex.beside(path)
-    exact: list[bool] = []
-    matched: list[bool] = []
-    for group in groups:
-        boxes = group.boxes[: max(0, limit - len(matched))] if limit else group.boxes
-        if not boxes:
-            break
-        answer = describer.describe(group.path, boxes, num_beams=num_beams)
-        record = scenes.find(group.image_id, group.path) if scenes is not None else None
-        objects = scene_objects(record) if record is not None else None
-        for box, references, region in zip(boxes, group.references, answer.regions):
-            matched.append(region.caption in references)
-            if record is not None and objects is not None:
-                targets = region_targets(record, box)
-                exact.append(
-                    targets is not None and caption_picks_out(region.caption, objects, targets)
-                )
-    scores = {"val_reference_match": sum(matched) / max(1, len(matched))}
-    if exact:
-        scores["val_exact"] = sum(exact) / len(exact)
-    logger.info("validation on %d regions: %s", len(matched), scores)
-    return scores

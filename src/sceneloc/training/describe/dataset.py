@@ -36,12 +36,14 @@ from sceneloc.training.native.dataset import (
 
 @dataclass
 class RegionGroup:
-    """One image and its regions: pixel boxes, each with one or more references."""
+    """One image and its regions: pixel boxes, each with one or more references; the first
+    ``asked`` are the samples' own (the others: a scene's further objects)."""
 
     path: Path
     image_id: str | None
     boxes: list[Box] = field(default_factory=list)
     references: list[list[str]] = field(default_factory=list)
+    asked: int = 0
 
     def add(self, box: Box, references: list[str]) -> None:
         key = tuple(box)
@@ -77,6 +79,8 @@ def region_groups(
             continue
         caption = captions[path].get(tuple(sample.box))
         group.add(sample.box, [caption or canonical_wording(sample.query)])
+    for group in groups.values():
+        group.asked = len(group.boxes)
     if every_object:
         for path, group in groups.items():
             known = {tuple(box) for box in group.boxes}
@@ -89,6 +93,9 @@ def region_groups(
 class RegionDataset(GroundingDataset):
     """Items are images with their regions (normalised ``x1, y1, x2, y2``) and one reference
     per region, drawn afresh each epoch; flips mirror the words ("left" <-> "right").
+    ``regions_per_image`` caps the regions of an item: the samples' own first, then others
+    drawn at random, so that a step's time goes to more images rather than to more regions
+    of the same few.
 
     Images, caching, flips and the attribute targets of ``scenes`` are the grounder's
     (:class:`~sceneloc.training.native.dataset.GroundingDataset`)."""
@@ -102,6 +109,7 @@ class RegionDataset(GroundingDataset):
         cache_images: bool = False,
         scenes: Scenes | None = None,
         attributes: dict[str, list[str]] | None = None,
+        regions_per_image: int | None = None,
     ) -> None:
         images = [ImageGroup(group.path, group.image_id) for group in regions]
         super().__init__(
@@ -109,14 +117,18 @@ class RegionDataset(GroundingDataset):
             scenes=scenes, attributes=attributes,
         )  # fmt: skip
         self.regions = regions
+        self.regions_per_image = regions_per_image
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         group = self.regions[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         pixels, (width, height) = self._pixels(index)
         scale = np.array([width, height, width, height], dtype=np.float64)
-        boxes = (np.asarray(group.boxes, dtype=np.float64) / scale).clip(0, 1)
-        captions = [refs[int(rng.integers(len(refs)))] for refs in group.references]
+        chosen = self._chosen(group, rng)
+        boxes = (np.asarray(group.boxes, dtype=np.float64)[chosen] / scale).clip(0, 1)
+        captions = [
+            refs[int(rng.integers(len(refs)))] for refs in (group.references[i] for i in chosen)
+        ]
         objects = self._objects(index)
         if self.augment and rng.random() < 0.5:
             pixels = pixels[:, :, ::-1].copy()
@@ -127,6 +139,14 @@ class RegionDataset(GroundingDataset):
         if self.scenes is not None:
             item["objects"] = objects
         return item
+
+    def _chosen(self, group: RegionGroup, rng: np.random.Generator) -> list[int]:
+        count, most = len(group.boxes), self.regions_per_image
+        if most is None or count <= most:
+            return list(range(count))
+        asked = list(range(min(group.asked, most)))
+        others = rng.permutation(np.arange(len(asked), count))[: most - len(asked)]
+        return asked + sorted(int(i) for i in others)
 
     def _objects(self, index: int) -> list[list[float]]:
         if self.scenes is None:

@@ -48,7 +48,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Built-in CNN, sized to learn in minutes on two CPU cores.
     "synthetic-cpu": {
         "image_encoder": BUILTIN_CNN, "image_size": 256, "hidden_size": 64, "image_layers": 2,
-        "region_layers": 2, "attention_heads": 2, "dropout": 0.0, "batch_size": 4, "lr": 2e-3,
+        "region_layers": 2, "attention_heads": 2, "dropout": 0.0, "batch_size": 8, "lr": 2e-3,
+        "regions_per_image": 16,
         "warmup_fraction": 0.03, "lr_schedule": "stable-decay", "cache_images": True,
         "epochs": 40, "val_limit": 600,
     },
@@ -80,10 +81,13 @@ class DescribeOptions(TrainingOptions):
     attention_heads: int = 4
     region_grid: int = 3
     dropout: float = 0.1
+    #: A native grounder (short name or directory) whose image side the model starts from.
+    image_encoder_from: str | None = None
     encoder_lr_scale: float = 1.0
     # data
     learn_attributes: bool = True
     every_object: bool = True
+    regions_per_image: int | None = None
     augment: bool = True
     cache_images: bool = False
     # validation
@@ -123,7 +127,46 @@ def build_model(
         model = NativeDescriberModel(config, load_pretrained_encoders=True)
     except OSError as exc:
         raise TrainingError(f"cannot load a pretrained encoder: {exc}") from None
+    if options.image_encoder_from:
+        start_from_grounder(model, options.image_encoder_from)
     return model, tokenizer
+
+
+#: What a describer takes from a native grounder: its parameter names there -> here.
+GROUNDER_PARTS = {
+    "image_encoder.": "image_encoder.",
+    "image_context.": "image_context.",
+    "attribute_heads.": "attribute_heads.",
+    "reasoning.objects.": "objects.",
+}
+
+
+def start_from_grounder(model: NativeDescriberModel, grounder: str) -> None:
+    """Start ``model``'s image side (encoder, image context, attribute heads, object map)
+    from a trained native grounder's (a short name such as ``native-synth`` or a directory):
+    the describer then learns to speak about features that already tell colours, shapes
+    and places apart. The two must have the same sizes and attributes."""
+    from sceneloc.backends.base import from_pretrained
+    from sceneloc.native.model import NativeGroundingModel
+    from sceneloc.registry import Task, resolve
+
+    source = from_pretrained(
+        NativeGroundingModel.from_pretrained, resolve(grounder, Task.LOCATE).checkpoint
+    )
+    own = model.state_dict()
+    taken = {}
+    for name, tensor in source.state_dict().items():
+        prefix = next((p for p in GROUNDER_PARTS if name.startswith(p)), None)
+        if prefix is None:
+            continue
+        target = GROUNDER_PARTS[prefix] + name[len(prefix) :]
+        if target not in own or own[target].shape != tensor.shape:
+            raise TrainingError(
+                f"{grounder} does not fit this describer ({name}: sizes or attributes differ)"
+            )
+        taken[target] = tensor
+    model.load_state_dict(taken, strict=False)
+    logger.info("started %d tensors of the image side from %s", len(taken), grounder)
 
 
 def read_regions(data: str | Path, every_object: bool) -> tuple[list[RegionGroup], Scenes | None]:
@@ -176,6 +219,7 @@ class DescribeTask(TrainingTask):
             self.regions, config.image_size, seed=options.seed, augment=options.augment,
             cache_images=options.cache_images and options.num_workers == 0,
             scenes=self.scenes, attributes=config.object_attributes,
+            regions_per_image=options.regions_per_image,
         )  # fmt: skip
 
     def collator(self) -> RegionCollator:

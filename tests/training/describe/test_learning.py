@@ -47,7 +47,7 @@ def test_exact_climbs_well_above_naming_colour_and_shape(scenes, tmp_path):
     test = scenes / "test" / "annotations.jsonl"
     options = DescribeOptions.build(
         "synthetic-cpu", data=str(scenes / "train" / "annotations.jsonl"), val=str(test),
-        out=str(tmp_path / "run"), epochs=3, image_encoder_from="native-synth",
+        out=str(tmp_path / "run"), epochs=10, image_encoder_from="native-synth",
     )  # fmt: skip
     curve = [record.validation["val_exact"] for record in train(options)]
     baseline = colour_and_shape_exact(test)

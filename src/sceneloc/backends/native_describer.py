@@ -7,6 +7,8 @@ token log-probability.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
@@ -15,7 +17,10 @@ from sceneloc.backends.base import Caption
 from sceneloc.backends.native import NativeModelBackend
 from sceneloc.native.describer import NativeDescriberModel
 from sceneloc.native.processing import normalize, resize
-from sceneloc.registry import Capability, ModelSettings, Task, register_backend
+from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
+
+#: The describer trained on synthetic dense scenes that ships inside the package.
+BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-describer-synth"
 
 
 @register_backend(
@@ -23,8 +28,15 @@ from sceneloc.registry import Capability, ModelSettings, Task, register_backend
     tasks=[Task.DESCRIBE],
     model_types=("sceneloc-native-describer",),
     capabilities=[Capability.IMAGE_ENCODED_ONCE, Capability.TRAINABLE],
-    # Captions of the synthetic grammar are short; three beams find the likelier wording.
-    settings=ModelSettings(num_beams=3, max_new_tokens=24),
+    # Greedy: captions of the synthetic grammar are short, and beams found no better ones.
+    settings=ModelSettings(num_beams=1, max_new_tokens=24),
+    models=[
+        Model(
+            "native-describer-synth",
+            str(BUNDLED),
+            "bundled with sceneloc, no download: trained on synthetic dense scenes",
+        ),
+    ],
 )
 class NativeDescriberBackend(NativeModelBackend):
     model_class = NativeDescriberModel

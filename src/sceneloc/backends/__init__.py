@@ -11,6 +11,7 @@ BACKEND_MODULES = (
     "clip_rerank",
     "omdet_turbo",
     "native",
+    "native_describer",
     "alignment",
     "sam3",
     "qwen_vl",

@@ -7,10 +7,11 @@ model's presence head ("is the described thing there at all").
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sceneloc.backends.base import Backend, from_pretrained
 from sceneloc.candidates import Candidates
@@ -18,8 +19,35 @@ from sceneloc.native.model import NativeGroundingModel, NativeOutput
 from sceneloc.native.processing import normalize, resize, to_pixels, tokenize
 from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 #: The model trained on synthetic dense scenes that ships inside the package.
 BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-synth"
+
+
+class NativeModelBackend(Backend):
+    """What every native model's backend shares: the model (any ``PreTrainedModel`` class
+    of :mod:`sceneloc.native`) and its tokenizer, saved together in one directory."""
+
+    model_class: ClassVar[type[PreTrainedModel]]
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        checkpoint: str | None = None,
+    ) -> None:
+        super().__init__(model, checkpoint)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str, device: torch.device, dtype: torch.dtype) -> Self:
+        model = from_pretrained(cls.model_class.from_pretrained, checkpoint)
+        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
+        return cls(model.to(device=device, dtype=dtype), tokenizer, checkpoint)
 
 
 @register_backend(
@@ -37,25 +65,9 @@ BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-s
         ),
     ],
 )
-class NativeBackend(Backend):
-    def __init__(
-        self,
-        model: NativeGroundingModel,
-        tokenizer: PreTrainedTokenizerBase,
-        checkpoint: str | None = None,
-    ) -> None:
-        super().__init__(model, checkpoint)
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.config = model.config
-
-    @classmethod
-    def from_pretrained(
-        cls, checkpoint: str, device: torch.device, dtype: torch.dtype
-    ) -> NativeBackend:
-        model = from_pretrained(NativeGroundingModel.from_pretrained, checkpoint)
-        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
-        return cls(model.to(device=device, dtype=dtype), tokenizer, checkpoint)
+class NativeBackend(NativeModelBackend):
+    model_class = NativeGroundingModel
+    model: NativeGroundingModel
 
     @torch.inference_mode()
     def forward(self, image: Image.Image, queries: list[str]) -> NativeOutput:

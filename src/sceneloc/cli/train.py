@@ -1,4 +1,5 @@
-"""``sceneloc train``: train the native model from flags, a preset or a YAML config."""
+"""``sceneloc train``: train a native model (``--task locate|describe``) from flags, a preset
+or a YAML config."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def progress_bar() -> Iterator[ProgressCallback]:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The options of a YAML config file (the keys of ``NativeOptions``)."""
+    """The options of a YAML config file (the keys of the task's options class)."""
     import yaml
 
     try:
@@ -57,8 +58,12 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def train(
     task: Annotated[
-        str, typer.Option(help="locate (the grounder) or align (the region-phrase aligner).")
-    ] = "locate",
+        str | None,
+        typer.Option(
+            help="What to train: locate (the grounder, default), describe (the region "
+            "describer) or align (the region-phrase aligner)."
+        ),
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(help="Training samples (JSON Lines, sceneloc's format).")
     ] = None,
@@ -72,7 +77,11 @@ def train(
         Path | None, typer.Option(help="YAML file of options; flags given here override it.")
     ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="synthetic-cpu, resnet50-bert or concat-glove.")
+        str | None,
+        typer.Option(
+            help="locate: synthetic-cpu, resnet50-bert or concat-glove; describe: "
+            "synthetic-cpu or resnet50."
+        ),
     ] = None,
     image_encoder: Annotated[
         str | None, typer.Option(help="builtin-cnn, or a transformers backbone (hub id or dir).")
@@ -115,16 +124,15 @@ def train(
     num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading workers.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
-    """Train the native grounding model (many devices: `accelerate launch -m sceneloc train`)."""
+    """Train a native model: the grounder, the region describer (--task describe) or the
+    region-phrase aligner (--task align); many devices: `accelerate launch -m sceneloc train`."""
     from accelerate import PartialState
 
+    from sceneloc.training import task_options
     from sceneloc.training import train as run_training
-    from sceneloc.training.align import AlignOptions
-    from sceneloc.training.native import NativeOptions
 
-    if task not in ("locate", "align"):
-        raise fail(f"unknown training task {task!r}; choose locate or align")
     given = read_config(config) if config else {}
+    task = task or given.pop("task", None) or "locate"
     flags = {
         "data": data, "out": out, "val": val, "image_encoder": image_encoder,
         "text_encoder": text_encoder, "fusion": fusion, "word_vectors": word_vectors,
@@ -139,7 +147,7 @@ def train(
         {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     )
     try:
-        options = (AlignOptions if task == "align" else NativeOptions).build(
+        options = task_options(task).build(
             given.pop("preset", None) if preset is None else preset, **given
         )
         with progress_bar() as progress:
@@ -148,10 +156,10 @@ def train(
         raise fail(str(exc)) from None
     if records and PartialState().is_main_process:
         last = records[-1]
-        val_acc = last.validation["val_acc"]
-        accuracy = f", validation Acc@0.5 {val_acc:.3f}" if val_acc is not None else ""
+        metric, score = next(iter(last.validation.items()), (None, None))
+        scored = f", validation {metric} {score:.3f}" if score is not None else ""
         console.print(
-            f"trained {last.epoch} epoch(s), {last.step} steps in {last.seconds:.0f} s{accuracy}; "
+            f"trained {last.epoch} epoch(s), {last.step} steps in {last.seconds:.0f} s{scored}; "
             f"models in {options.out}/last and {options.out}/best",
             highlight=False,
         )

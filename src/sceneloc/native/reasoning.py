@@ -111,11 +111,7 @@ class SpatialReasoning(nn.Module):
         )
         # One more choice than kernels: "no relation", a kernel of zeros.
         self.select_kernel = nn.Linear(hidden, config.relation_kernels + 1)
-        # Per cell of an image: whether a thing is centred there (few cells are, so it
-        # starts low), where exactly (an offset of up to a cell) and its log size.
-        self.objects = nn.Linear(hidden, 4)
-        with torch.no_grad():
-            self.objects.bias[0] = -3.0
+        self.objects = object_map_head(hidden)
         # Per ordering: how much it matters (a gain) and the count wanted before the referent.
         self.ordering = nn.Linear(hidden, 2 * ORDERINGS)
 
@@ -173,14 +169,7 @@ class SpatialReasoning(nn.Module):
     def object_map(
         self, visual: torch.Tensor, grid: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image and cell: the objectness logit ``(images, cells)`` and the place of the
-        thing centred there ``(images, cells, 3)``: normalised x, y and log size."""
-        raw = self.objects(visual)
-        height, width = grid
-        column, row = cell_coordinates(grid, visual.device)
-        x = (column + 0.5 + raw[..., 1].tanh()) / width
-        y = (row + 0.5 + raw[..., 2].tanh()) / height
-        return raw[..., 0], torch.stack([x, y, raw[..., 3]], dim=-1)
+        return object_map(self.objects, visual, grid)
 
     def object_loss(
         self,
@@ -190,22 +179,55 @@ class SpatialReasoning(nn.Module):
         boxes: torch.Tensor,
         valid: torch.Tensor,
     ) -> torch.Tensor:
-        """Where things are, when the data lists every one: binary cross-entropy of the
-        objectness map against the cells under their centres, L1 on the centres (in cells)
-        and log sizes there. ``cells``, ``valid``: ``(images, objects)``; ``boxes``:
-        ``(images, objects, 4)`` normalised cx, cy, w, h."""
-        objectness, places = self.object_map(visual, grid)
-        centred = torch.zeros_like(objectness)
-        rows = torch.arange(visual.shape[0], device=visual.device).unsqueeze(1).expand_as(cells)
-        rows, cells, boxes = rows[valid], cells[valid], boxes[valid]
-        centred[rows, cells] = 1.0
-        predicted = places[rows, cells]
-        scale = predicted.new_tensor(grid[::-1])
-        centre_error = ((predicted[:, :2] - boxes[:, :2]) * scale).abs().sum(dim=-1)
-        size = boxes[:, 2:].amax(dim=-1).clamp(min=1e-4).log()
-        size_error = (predicted[:, 2] - size).abs()
-        return (
-            F.binary_cross_entropy_with_logits(objectness, centred)
-            + centre_error.mean()
-            + size_error.mean()
-        )
+        return object_map_loss(self.objects, visual, grid, cells, boxes, valid)
+
+
+def object_map_head(hidden: int) -> nn.Linear:
+    """Per cell of an image: whether a thing is centred there (few cells are, so it starts
+    low), where exactly (an offset of up to a cell) and its log size."""
+    head = nn.Linear(hidden, 4)
+    with torch.no_grad():
+        head.bias[0] = -3.0
+    return head
+
+
+def object_map(
+    head: nn.Module, visual: torch.Tensor, grid: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and cell: the objectness logit ``(images, cells)`` and the place of the
+    thing centred there ``(images, cells, 3)``: normalised x, y and log size."""
+    raw = head(visual)
+    height, width = grid
+    column, row = cell_coordinates(grid, visual.device)
+    x = (column + 0.5 + raw[..., 1].tanh()) / width
+    y = (row + 0.5 + raw[..., 2].tanh()) / height
+    return raw[..., 0], torch.stack([x, y, raw[..., 3]], dim=-1)
+
+
+def object_map_loss(
+    head: nn.Module,
+    visual: torch.Tensor,
+    grid: tuple[int, int],
+    cells: torch.Tensor,
+    boxes: torch.Tensor,
+    valid: torch.Tensor,
+) -> torch.Tensor:
+    """Where things are, when the data lists every one: binary cross-entropy of the
+    objectness map against the cells under their centres, L1 on the centres (in cells)
+    and log sizes there. ``cells``, ``valid``: ``(images, objects)``; ``boxes``:
+    ``(images, objects, 4)`` normalised cx, cy, w, h."""
+    objectness, places = object_map(head, visual, grid)
+    centred = torch.zeros_like(objectness)
+    rows = torch.arange(visual.shape[0], device=visual.device).unsqueeze(1).expand_as(cells)
+    rows, cells, boxes = rows[valid], cells[valid], boxes[valid]
+    centred[rows, cells] = 1.0
+    predicted = places[rows, cells]
+    scale = predicted.new_tensor(grid[::-1])
+    centre_error = ((predicted[:, :2] - boxes[:, :2]) * scale).abs().sum(dim=-1)
+    size = boxes[:, 2:].amax(dim=-1).clamp(min=1e-4).log()
+    size_error = (predicted[:, 2] - size).abs()
+    return (
+        F.binary_cross_entropy_with_logits(objectness, centred)
+        + centre_error.mean()
+        + size_error.mean()
+    )

@@ -7,6 +7,7 @@ import json
 from PIL import Image
 from typer.testing import CliRunner
 
+import sceneloc
 from sceneloc.boxes import iou_matrix
 from sceneloc.cli import app
 from sceneloc.demo import demo_scene
@@ -58,3 +59,23 @@ def test_demo_answers_the_scene_truth_and_writes_what_it_found(tmp_path):
             assert abs(crop.width - (x2 - x1)) <= 1 and abs(crop.height - (y2 - y1)) <= 1, index
     for query in scene.queries:  # the table may wrap a query over lines
         assert all(word in result.output for word in query.split())
+
+
+def test_demo_describes_regions_that_the_grounder_finds_again(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    described = json.loads((tmp_path / "scene.described.json").read_text())
+    scene = demo_scene()
+    truths = [box for box in scene.truths if box is not None]
+    assert described["model"] == "native-describer-synth"
+    assert [region["box"] for region in described["regions"]] == [
+        [round(v, 2) for v in box] for box in truths
+    ]
+    # Each description, given back to the grounder, leads to the region it describes.
+    grounder = sceneloc.load("native-synth", device="cpu")
+    captions = [region["caption"] for region in described["regions"]]
+    for caption, truth, found in zip(captions, truths, grounder.locate(scene.image, captions)):
+        assert found.box is not None and iou_matrix([found.box], [truth])[0, 0] >= 0.5, caption
+        assert all(word in result.output for word in caption.split())  # the table may wrap
+    crops = sorted(tmp_path.glob("scene.described.region*.png"))
+    assert len(crops) == len(truths)

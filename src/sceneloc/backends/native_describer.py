@@ -2,7 +2,9 @@
 
 The image is encoded once per ``describe`` call and every box is described from the same
 features; captions come by beam search (greedy with one beam), each scored by its mean
-token log-probability.
+token log-probability. Without boxes (dense captions), the regions are the things the
+describer's own object map finds, as the grounder's proposals are found
+(:mod:`sceneloc.native.proposals`).
 """
 
 from __future__ import annotations
@@ -17,17 +19,26 @@ from sceneloc.backends.base import Caption
 from sceneloc.backends.native import NativeModelBackend
 from sceneloc.native.describer import NativeDescriberModel
 from sceneloc.native.processing import normalize, resize
+from sceneloc.native.proposals import map_boxes, select
 from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
 
 #: The describer trained on synthetic dense scenes that ships inside the package.
 BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-describer-synth"
 
 
+#: Objectness a thing needs to be described in dense mode: more likely there than not.
+DENSE_MIN_OBJECTNESS = 0.5
+
+
 @register_backend(
     "native-describer",
     tasks=[Task.DESCRIBE],
     model_types=("sceneloc-native-describer",),
-    capabilities=[Capability.IMAGE_ENCODED_ONCE, Capability.TRAINABLE],
+    capabilities=[
+        Capability.IMAGE_ENCODED_ONCE,
+        Capability.TRAINABLE,
+        Capability.DENSE_CAPTIONS,
+    ],
     # Greedy: captions of the synthetic grammar are short, and beams found no better ones.
     settings=ModelSettings(num_beams=1, max_new_tokens=24),
     models=[
@@ -51,13 +62,16 @@ class NativeDescriberBackend(NativeModelBackend):
         max_new_tokens: int,
         num_beams: int,
     ) -> list[Caption]:
-        if boxes is None or len(boxes) == 0:
-            return []
         pixels = torch.from_numpy(resize(image, self.config.image_size))[None].to(self.device)
-        scale = np.array([image.width, image.height, image.width, image.height])
-        normalized = torch.as_tensor(boxes / scale, dtype=self.dtype, device=self.device)
         model = self.model
         tokens, grid = model.encode_image(normalize(pixels, self.config).to(self.dtype))
+        if boxes is None:  # dense: the things the describer's own object map finds
+            found = map_boxes(*(t[0] for t in model.object_map(tokens, grid)))
+            boxes = select(*found, image.size, min_objectness=DENSE_MIN_OBJECTNESS).boxes
+        if len(boxes) == 0:
+            return []
+        scale = np.array([image.width, image.height, image.width, image.height])
+        normalized = torch.as_tensor(boxes / scale, dtype=self.dtype, device=self.device)
         image_index = torch.zeros(len(boxes), dtype=torch.long, device=self.device)
         memory = model.encode_regions(tokens, grid, normalized, image_index)
         generated = model.generate_captions(

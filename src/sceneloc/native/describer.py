@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from sceneloc.errors import SceneLocError
 from sceneloc.native.config import BUILTIN_CNN
 from sceneloc.native.encoders import ImageEncoder, transformer
 from sceneloc.native.model import ATTRIBUTE_WEIGHT, OBJECT_MAP_WEIGHT, _cell_index
@@ -203,6 +204,18 @@ class NativeDescriberModel(PreTrainedModel):
         tokens, grid = self.image_encoder(pixel_values)
         return self.image_context(tokens), grid
 
+    def object_map(
+        self, image_tokens: torch.Tensor, grid: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image and cell, the objectness logit and the place (x, y, log size) of the
+        thing centred there; only a describer trained on listed objects has one."""
+        if not self.attribute_heads:
+            raise SceneLocError(
+                "this describer was trained without listed objects (no scenes.jsonl), so it "
+                "has no object map to find regions with: pass boxes"
+            )
+        return object_map(self.objects, image_tokens, grid)
+
     def encode_regions(
         self,
         image_tokens: torch.Tensor,
@@ -247,7 +260,7 @@ class NativeDescriberModel(PreTrainedModel):
         Read from the attribute heads and the object map, which learn from their own labels
         (no gradient flows back through the counts)."""
         with torch.no_grad():
-            objectness, places = object_map(self.objects, image_tokens, grid)
+            objectness, places = self.object_map(image_tokens, grid)
             side = boxes[:, 2:] - boxes[:, :2]
             centre = torch.stack(
                 [(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], dim=-1

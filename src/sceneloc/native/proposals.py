@@ -28,43 +28,55 @@ NMS_IOU = 0.5
 LABEL = "object"
 
 
+def map_boxes(objectness: torch.Tensor, places: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An object map read as boxes: per image and cell, the objectness probability
+    ``(images, cells)`` and the box of the thing centred there ``(images, cells, 4)``,
+    normalised cx, cy, w, h (a square of its larger side, which is all the map knows of its
+    size). ``objectness`` are logits, ``places`` x, y and log size, as
+    :func:`~sceneloc.native.reasoning.object_map` gives them."""
+    side = places[..., 2].exp()
+    boxes = torch.stack([places[..., 0], places[..., 1], side, side], dim=-1)
+    return objectness.sigmoid(), boxes
+
+
 @torch.inference_mode()
 def object_boxes(
     model: NativeGroundingModel, pixel_values: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image and cell, the objectness probability ``(images, cells)`` and the box of
-    the thing centred there ``(images, cells, 4)``, normalised cx, cy, w, h (a square of its
-    larger side, which is all the map knows of its size).
-
-    ``pixel_values``: the model's normalised input (:func:`~sceneloc.native.processing.normalize`).
-    """
+    """:func:`map_boxes` of a grounder's object map for ``pixel_values``, the model's
+    normalised input (:func:`~sceneloc.native.processing.normalize`)."""
     if not hasattr(model, "reasoning"):
         raise SceneLocError(
             f"a {model.config.fusion} native model has no object map to propose objects from; "
             "use a cross-attention one (such as native-synth)"
         )
     visual, grid = model.image_encoder(pixel_values)
-    objectness, places = model.reasoning.object_map(model.image_context(visual), grid)
-    side = places[..., 2].exp()
-    boxes = torch.stack([places[..., 0], places[..., 1], side, side], dim=-1)
-    return objectness.sigmoid(), boxes
+    return map_boxes(*model.reasoning.object_map(model.image_context(visual), grid))
 
 
-def propose(
-    model: NativeGroundingModel,
-    image: Image.Image,
+def select(
+    scores: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int],
     *,
     max_proposals: int = MAX_PROPOSALS,
     min_objectness: float = MIN_OBJECTNESS,
     iou_threshold: float = NMS_IOU,
 ) -> Candidates:
-    """The objects ``model`` finds in ``image``: pixel boxes scored by objectness, best
-    first, after non-maximum suppression."""
+    """One image's proposals from its :func:`map_boxes`: pixel boxes of an image of ``size``
+    scored by objectness, best first, after non-maximum suppression."""
+    width, height = size
+    scores, boxes = scores.float().cpu().numpy(), boxes.float().cpu().numpy()
+    keep = np.flatnonzero(scores >= min_objectness)
+    pixel_boxes = to_pixels(boxes[keep], width, height)
+    found = Candidates.of(pixel_boxes, scores[keep], LABEL).nms(iou_threshold)
+    return found[:max_proposals].clipped(width, height)
+
+
+def propose(model: NativeGroundingModel, image: Image.Image, **settings: int | float) -> Candidates:
+    """The objects ``model`` finds in ``image``; ``settings`` are :func:`select`'s."""
     parameter = next(model.parameters())
     pixels = torch.from_numpy(resize(image, model.config.image_size))[None]
     inputs = normalize(pixels.to(parameter.device), model.config).to(parameter.dtype)
-    scores, boxes = (t[0].float().cpu().numpy() for t in object_boxes(model, inputs))
-    keep = np.flatnonzero(scores >= min_objectness)
-    pixel_boxes = to_pixels(boxes[keep], image.width, image.height)
-    found = Candidates.of(pixel_boxes, scores[keep], LABEL).nms(iou_threshold)
-    return found[:max_proposals].clipped(image.width, image.height)
+    scores, boxes = (t[0] for t in object_boxes(model, inputs))
+    return select(scores, boxes, image.size, **settings)

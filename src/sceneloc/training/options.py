@@ -83,6 +83,18 @@ class TrainingOptions:
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1")
 
+    def check_model_sizes(self, *positive: str) -> None:
+        """Refuse a transformer width its heads cannot split, and sizes (the ``positive``
+        option names) below 1; for the tasks whose models have them."""
+        hidden, heads = self.hidden_size, self.attention_heads
+        if hidden % heads:
+            raise TrainingError(
+                f"hidden_size ({hidden}) must be a multiple of attention_heads ({heads})"
+            )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1")
+
     def make_task(self) -> TrainingTask:
         """The task these options train (each task's options say which)."""
         raise NotImplementedError

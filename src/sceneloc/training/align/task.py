@@ -100,14 +100,7 @@ class AlignOptions(TrainingOptions):
         super().check()
         if self.text_encoder == WORD_VECTORS:
             raise TrainingError("the alignment model reads text with builtin or a pretrained one")
-        if self.hidden_size % self.attention_heads:
-            raise TrainingError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of attention_heads "
-                f"({self.attention_heads})"
-            )
-        for name in ("image_size", "hidden_size", "region_samples"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be at least 1")
+        self.check_model_sizes("image_size", "hidden_size", "region_samples")
 
     def make_task(self) -> AlignTask:
         return AlignTask(self)

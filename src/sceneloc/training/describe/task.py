@@ -95,14 +95,7 @@ class DescribeOptions(TrainingOptions):
 
     def check(self) -> None:
         super().check()
-        if self.hidden_size % self.attention_heads:
-            raise TrainingError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of attention_heads "
-                f"({self.attention_heads})"
-            )
-        for name in ("image_size", "hidden_size", "region_grid", "val_beams"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be at least 1")
+        self.check_model_sizes("image_size", "hidden_size", "region_grid", "val_beams")
 
     def make_task(self) -> DescribeTask:
         return DescribeTask(self)

@@ -104,14 +104,7 @@ class NativeOptions(TrainingOptions):
         if self.fusion not in FUSIONS:
             raise TrainingError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
         super().check()
-        if self.hidden_size % self.attention_heads:
-            raise TrainingError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of attention_heads "
-                f"({self.attention_heads})"
-            )
-        for name in ("image_size", "hidden_size", "fusion_layers"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be at least 1")
+        self.check_model_sizes("image_size", "hidden_size", "fusion_layers")
 
     def make_task(self) -> NativeTask:
         return NativeTask(self)

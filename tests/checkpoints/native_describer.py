@@ -12,7 +12,11 @@ from sceneloc.native.text import vocabulary_from_texts, word_tokenizer
 CAPTIONS = ["the red square", "the leftmost green circle", "the small blue triangle"]
 
 
-def build_native_describer(directory: Path, captions: list[str] = CAPTIONS) -> Path:
+def build_native_describer(
+    directory: Path, captions: list[str] = CAPTIONS, listed_objects: bool = True
+) -> Path:
+    """``listed_objects``: trained on scenes that list their objects (attribute heads and an
+    object map), as on synthetic scenes."""
     tokenizer = word_tokenizer(
         [BOS_TOKEN, EOS_TOKEN, *vocabulary_from_texts(captions)], max_length=16
     )
@@ -21,7 +25,8 @@ def build_native_describer(directory: Path, captions: list[str] = CAPTIONS) -> P
         image_size=64, hidden_size=16, image_layers=1, region_layers=1, attention_heads=2,
         cnn_channels=[8, 16, 16, 16], vocab_size=len(tokenizer), bos_token_id=bos,
         eos_token_id=eos, max_caption_length=16,
-        object_attributes={"color": ["blue", "green", "red"], "shape": ["circle", "square"]},
+        object_attributes={"color": ["blue", "green", "red"], "shape": ["circle", "square"]}
+        if listed_objects else None,
     )  # fmt: skip
     torch.manual_seed(0)
     NativeDescriberModel(config).save_pretrained(directory)

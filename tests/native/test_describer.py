@@ -98,10 +98,18 @@ def test_load_for_describe_gives_one_scored_caption_per_box(describer_dir, scene
 def test_registered_for_describe_only(describer_dir):
     resolved = resolve(str(describer_dir), Task.DESCRIBE)
     assert resolved.family.cls is NativeDescriberBackend
-    assert Capability.TRAINABLE in resolved.family.capabilities
-    assert Capability.DENSE_CAPTIONS not in resolved.family.capabilities
+    assert {Capability.TRAINABLE, Capability.DENSE_CAPTIONS} <= resolved.family.capabilities
     with pytest.raises(sceneloc.errors.SceneLocError):
         sceneloc.load(str(describer_dir), task="locate", device="cpu")
-    describer = sceneloc.load(str(describer_dir), task="describe", device="cpu")
-    with pytest.raises(sceneloc.errors.InvalidBoxError):
-        describer.describe(Image.new("RGB", (32, 32)))
+
+
+def test_dense_mode_needs_an_object_map(tmp_path):
+    """Only a describer trained on scenes that list their objects can find regions itself."""
+    blind = sceneloc.load(
+        str(build_native_describer(tmp_path / "blind", listed_objects=False)),
+        task="describe",
+        device="cpu",
+    )
+    with pytest.raises(sceneloc.errors.SceneLocError, match="no object map"):
+        blind.describe(Image.new("RGB", (32, 32)))
+    assert len(blind.describe(Image.new("RGB", (32, 32)), [[0, 0, 16, 16]])) == 1

@@ -7,7 +7,10 @@
 >>> result.box, result.score
 >>> result.crop().save("vendor.png")
 >>> result.candidates.nms(0.5).to_coco(image_id=1, category_id=1)
+>>> sceneloc.finetune("grounding-dino-tiny", "mine/train.jsonl", "runs/gd", val="mine/val.jsonl")
 """
+
+from typing import Any
 
 from sceneloc.api import Describer, Grounder, load
 from sceneloc.candidates import Candidate, Candidates
@@ -28,6 +31,16 @@ from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionD
 
 __version__ = "0.1.0"
 
+
+def finetune(model: str, data: Any, out: Any, **options: Any) -> Any:
+    """Fine-tune a pretrained grounder on your samples: see
+    :func:`sceneloc.training.finetune.finetune` (imported on first use: it loads the
+    training stack)."""
+    from sceneloc.training.finetune import finetune as run
+
+    return run(model, data, out, **options)
+
+
 __all__ = [
     "Candidate",
     "Candidates",
@@ -47,6 +60,7 @@ __all__ = [
     "TaskNotSupportedError",
     "UnsupportedModelError",
     "__version__",
+    "finetune",
     "list_backends",
     "list_models",
     "load",

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli import batch, data, demo, describe, evaluate, locate, serve, train
+from sceneloc.cli import batch, data, demo, describe, evaluate, finetune, locate, serve, train
 from sceneloc.cli.common import ErrorReportingGroup, configure_logging
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command()(locate.models)
 app.command()(evaluate.evaluate)
 app.add_typer(data.app, name="data")
 app.command()(train.train)
+app.command()(finetune.finetune)
 app.command()(demo.demo)
 app.command()(batch.batch)
 app.command()(serve.serve)

@@ -2,15 +2,16 @@
 
 ``sceneloc train ...`` runs it on one device, ``accelerate launch -m sceneloc train ...``
 across processes, each taking its share of the data. AdamW, warm-up then a decay
-(:mod:`~sceneloc.training.schedule`), gradient clipping, bf16 on GPUs, a checkpoint each
-epoch (``last/``) and the best by the task's first validation metric (``best/``), metrics
-to CSV and TensorBoard, ``resume``. Progress goes to a callback, so the library draws no
-progress bar (the CLI does).
+(:mod:`~sceneloc.training.schedule`), gradient accumulation and clipping, mixed precision
+(bf16 on GPUs that have it), a checkpoint each epoch (``last/``) and the best by the task's
+first validation metric (``best/``), metrics to CSV and TensorBoard, ``resume``. Progress
+goes to a callback, so the library draws no progress bar (the CLI does).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from sceneloc.training.options import TrainingError, TrainingOptions
 from sceneloc.training.schedule import Clock, lr_factor
@@ -70,10 +71,15 @@ class Trainer:
         """Train and save ``out/last`` and ``out/best``; returns one record per epoch."""
         options, task, out = self.options, self.task, self.out
         set_seed(options.seed)
+        on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+        # Parameters that get no gradient in some steps must not stall the other processes.
+        unused = DistributedDataParallelKwargs(find_unused_parameters=True)
         accelerator = Accelerator(
             # Without an accelerator, processes started by a launcher train on CPUs (gloo).
-            cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-            mixed_precision="bf16" if _bf16_gpu() else "no",
+            cpu=on_cpu,
+            mixed_precision=mixed_precision(options.precision, on_cpu),
+            gradient_accumulation_steps=options.grad_accum,
+            kwargs_handlers=[unused] if task.unused_parameters else [],
             log_with="tensorboard",
             project_dir=str(out),
         )
@@ -98,13 +104,15 @@ class Trainer:
         start_epoch = state.epoch + 1 if state else 0
         step = state.step if state else 0
         best = state.best if state else -1.0
-        total_steps = max(1, options.epochs * len(loader))
+        total_steps = max(1, options.epochs * math.ceil(len(loader) / options.grad_accum))
         budget = options.max_minutes * 60 if options.max_minutes else None
         factor = lr_factor(options.warmup_fraction, options.lr_schedule)
         accelerator.init_trackers("sceneloc-train")
         clock = Clock(accelerator, already=state.seconds if state else 0.0)
         records: list[EpochRecord] = []
         queries_seen = 0
+        if state is None and task.validate_before_training:
+            records.append(self._before(accelerator, model))
         self._report(accelerator, TrainingProgress(step, total_steps, start_epoch + 1))
         for epoch in range(start_epoch, options.epochs):
             dataset.set_epoch(epoch)
@@ -116,14 +124,17 @@ class Trainer:
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor(done)
                 queries_seen += task.queries_in(batch)
-                loss = task.loss(model, batch)
-                accelerator.backward(loss)
-                if options.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad()
-                step += 1
+                with accelerator.accumulate(model):
+                    loss = task.loss(model, batch)
+                    accelerator.backward(loss)
+                    if options.grad_clip and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)
+                    optimizer.step()  # Accelerate steps only once the gradients are summed
+                    optimizer.zero_grad()
                 losses.append(loss.item())
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
                 report = TrainingProgress(step, total_steps, epoch + 1, losses[-1])
                 self._report(accelerator, report)
                 if step % LOG_EVERY == 0:
@@ -148,6 +159,8 @@ class Trainer:
             if budget and seconds > budget:
                 logger.info("time budget of %.1f minutes reached", options.max_minutes)
                 break
+        if accelerator.is_main_process:
+            task.finish(records)
         if accelerator.num_processes > 1:
             unwrapped = accelerator.unwrap_model(model)
             rank, world = accelerator.process_index, accelerator.num_processes
@@ -171,6 +184,18 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrainingError(f"cannot write to {out}: {exc.strerror or exc}") from None
+
+    def _before(self, accelerator: Accelerator, model: torch.nn.Module) -> EpochRecord:
+        """Validate the model as it starts (epoch 0 of ``metrics.csv``), to compare with."""
+        accelerator.wait_for_everyone()
+        validation: dict[str, float | None] = dict.fromkeys(self.task.metrics)
+        if accelerator.is_main_process and self.options.val:
+            validation.update(self.task.validate(accelerator.unwrap_model(model)))
+        record = EpochRecord(0, 0, 0.0, math.nan, 0.0, validation)
+        if accelerator.is_main_process:
+            append_csv(self.out / "metrics.csv", record)
+            logger.info("before training: %s", record)
+        return record
 
     def _report(self, accelerator: Accelerator, progress: TrainingProgress) -> None:
         if self.progress is not None and accelerator.is_main_process:
@@ -210,5 +235,11 @@ def train(options: TrainingOptions, progress: ProgressCallback | None = None) ->
     return Trainer(options.make_task(), progress).run()
 
 
-def _bf16_gpu() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def mixed_precision(precision: str, on_cpu: bool) -> str:
+    """Accelerate's ``mixed_precision`` for a ``precision`` option: ``auto`` is bf16 on GPUs
+    that have it and fp32 elsewhere; fp16 needs a GPU."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if precision == "fp16" and on_cpu:
+        raise TrainingError("fp16 needs a GPU; on a CPU use --precision fp32 or bf16")
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]

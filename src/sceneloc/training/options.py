@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 Options = TypeVar("Options", bound="TrainingOptions")
 
+#: ``precision`` values: mixed precision as Accelerate runs it (``auto`` picks).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 class TrainingError(SceneLocError):
     """Options that cannot train a model (unknown preset, missing word vectors, ...)."""
@@ -40,6 +43,11 @@ class TrainingOptions:
     epochs: int = 10
     max_minutes: float | None = None
     batch_size: int = 8
+    #: Batches whose gradients are summed before each optimizer step (a batch of 1 with
+    #: ``grad_accum`` 8 steps like a batch of 8, in the memory of one).
+    grad_accum: int = 1
+    #: ``auto`` (bf16 on GPUs that have it, else fp32), ``fp32``, ``bf16`` or ``fp16`` (GPUs).
+    precision: str = "auto"
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
@@ -79,9 +87,13 @@ class TrainingOptions:
             raise TrainingError(
                 f"lr_schedule must be one of {', '.join(SCHEDULES)}, not {self.lr_schedule!r}"
             )
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise TrainingError(
+                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
+            )
 
     def check_model_sizes(self, *positive: str) -> None:
         """Refuse a transformer width its heads cannot split, and sizes (the ``positive``

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from sceneloc.training.options import TrainingOptions
+from sceneloc.training.state import EpochRecord
 
 
 class EpochDataset(Protocol):
@@ -34,6 +35,11 @@ class TrainingTask(ABC):
     #: Validation metrics, named as in ``metrics.csv``; the first picks ``best/`` (higher is
     #: better).
     metrics: tuple[str, ...] = ()
+    #: Whether the model is validated before the first step too (epoch 0), to compare with.
+    validate_before_training: bool = False
+    #: Whether some parameters may get no gradient in a step (distributed runs then look
+    #: for them, which costs a little time).
+    unused_parameters: bool = False
 
     def __init__(self, options: TrainingOptions) -> None:
         self.options = options
@@ -78,3 +84,7 @@ class TrainingTask(ABC):
     @abstractmethod
     def save(self, model: torch.nn.Module, directory: Path) -> None:
         """Write the model so that :meth:`build_model` (and its users) can load it."""
+
+    def finish(self, records: list[EpochRecord]) -> None:  # noqa: B027 (an optional hook)
+        """Called on the main process when training ends, with this run's records (a
+        resumed run's earlier epochs are in ``metrics.csv``)."""

@@ -51,14 +51,38 @@ def finetune(
         int | None,
         typer.Option(min=0, help="LoRA rank (0: off); merged into the saved weights."),
     ] = None,
+    lora_alpha: Annotated[
+        float | None, typer.Option(min=0.0, help="LoRA scale numerator (default: the rank).")
+    ] = None,
+    lora_dropout: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Samples per batch.")] = None,
     grad_accum: Annotated[
         int | None, typer.Option(min=1, help="Batches summed per optimizer step.")
     ] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="auto (bf16 on GPUs that have it, else fp32), fp32, bf16 or fp16 (GPU)."),
+    ] = None,
     gradient_checkpointing: Annotated[
         bool | None,
-        typer.Option("--gradient-checkpointing", help="Recompute activations: less memory."),
+        typer.Option(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            help="Recompute activations in the backward pass: less memory, slower steps.",
+        ),
+    ] = None,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option(help="After the warm-up: cosine, or stable-decay (held, then decayed)."),
+    ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Flip images left-right whose query says nothing of left and right (default on).",
+        ),
+    ] = None,
+    val_limit: Annotated[
+        int | None, typer.Option(min=1, help="Validate on at most this many samples.")
     ] = None,
     absent_fraction: Annotated[
         float | None,
@@ -79,10 +103,11 @@ def finetune(
     flags = {
         "model": model, "data": data, "out": out, "val": val, "task": task, "epochs": epochs,
         "max_minutes": max_minutes, "lr": lr, "backbone_lr": backbone_lr, "freeze": freeze,
-        "lora_rank": lora_rank, "batch_size": batch_size, "grad_accum": grad_accum,
-        "precision": precision, "gradient_checkpointing": gradient_checkpointing,
-        "absent_fraction": absent_fraction, "seed": seed, "num_workers": num_workers,
-        "resume": resume or None,
+        "lora_rank": lora_rank, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+        "batch_size": batch_size, "grad_accum": grad_accum, "precision": precision,
+        "gradient_checkpointing": gradient_checkpointing, "lr_schedule": lr_schedule,
+        "augment": augment, "val_limit": val_limit, "absent_fraction": absent_fraction,
+        "seed": seed, "num_workers": num_workers, "resume": resume or None,
     }  # fmt: skip
     given.update(
         {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}

@@ -101,7 +101,15 @@ def train(
     max_minutes: Annotated[
         float | None, typer.Option(min=0.01, help="Stop (and save) after this long.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch.")] = None,
+    grad_accum: Annotated[
+        int | None,
+        typer.Option(min=1, help="Batches whose gradients are summed per optimizer step."),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="auto (bf16 on GPUs that have it, else fp32), fp32, bf16 or fp16 (GPU)."),
+    ] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate.")] = None,
     lr_schedule: Annotated[
         str | None,
@@ -137,7 +145,8 @@ def train(
         "data": data, "out": out, "val": val, "image_encoder": image_encoder,
         "text_encoder": text_encoder, "fusion": fusion, "word_vectors": word_vectors,
         "image_size": image_size, "hidden_size": hidden_size, "fusion_layers": fusion_layers,
-        "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr,
+        "epochs": epochs, "max_minutes": max_minutes, "batch_size": batch_size,
+        "grad_accum": grad_accum, "precision": precision, "lr": lr,
         "lr_schedule": lr_schedule,
         "seed": seed, "absent_fraction": absent_fraction, "num_workers": num_workers,
         "learn_attributes": learn_attributes,

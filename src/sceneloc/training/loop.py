@@ -4,8 +4,9 @@
 across processes, each taking its share of the data. AdamW, warm-up then a decay
 (:mod:`~sceneloc.training.schedule`), gradient accumulation and clipping, mixed precision
 (bf16 on GPUs that have it), a checkpoint each epoch (``last/``) and the best by the task's
-first validation metric (``best/``), metrics to CSV and TensorBoard, ``resume``. Progress
-goes to a callback, so the library draws no progress bar (the CLI does).
+validation metrics (``best/``: the first decides, the next break ties), metrics to CSV and
+TensorBoard, ``resume``. Progress goes to a callback, so the library draws no progress bar
+(the CLI does).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from sceneloc.training.options import TrainingError, TrainingOptions
@@ -28,7 +31,9 @@ from sceneloc.training.state import (
     EpochRecord,
     RunState,
     append_csv,
+    read_options,
     read_state,
+    write_options,
     write_rank_report,
     write_state,
 )
@@ -68,12 +73,21 @@ class Trainer:
         self.progress = progress
 
     def run(self) -> list[EpochRecord]:
-        """Train and save ``out/last`` and ``out/best``; returns one record per epoch."""
+        """Train and save ``out/last`` and ``out/best``; returns one record per epoch.
+
+        Nothing is written to ``out`` until the data, the options and the model have been
+        checked and built: a mistake in them leaves no folder behind.
+        """
         options, task, out = self.options, self.task, self.out
         set_seed(options.seed)
         on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
         # Parameters that get no gradient in some steps must not stall the other processes.
         unused = DistributedDataParallelKwargs(find_unused_parameters=True)
+        # Accelerate keeps its settings (mixed precision) and loaders (an interrupted run's
+        # too) in process-wide state: each run in a process starts from none of it, as one
+        # in a process of its own does. The process group (PartialState) stays.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
         accelerator = Accelerator(
             # Without an accelerator, processes started by a launcher train on CPUs (gloo).
             cpu=on_cpu,
@@ -86,11 +100,16 @@ class Trainer:
         task.prepare()
         self._check_outputs()
         state = read_state(out) if options.resume else None
+        if state is not None:
+            task.check_resume(read_options(out))
         model = task.build_model(out / "last" if state is not None else None)
         dataset = task.dataset()
+        # The shuffle of each epoch follows the seed and the epoch alone, so a resumed run
+        # sees the batches an uninterrupted one would.
+        shuffle = torch.Generator()
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=options.batch_size, shuffle=True, num_workers=options.num_workers,
-            collate_fn=task.collator(), generator=torch.Generator().manual_seed(options.seed),
+            collate_fn=task.collator(), generator=shuffle,
         )  # fmt: skip
         optimizer = torch.optim.AdamW(
             [{"params": params, "lr": options.lr * scale}
@@ -99,34 +118,47 @@ class Trainer:
         )  # fmt: skip
         base_lrs = [group["lr"] for group in optimizer.param_groups]  # before a resume's decay
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        self._make_out(state is None)
         if state is not None:
             accelerator.load_state(str(out / "state"))
         start_epoch = state.epoch + 1 if state else 0
         step = state.step if state else 0
-        best = state.best if state else -1.0
-        total_steps = max(1, options.epochs * math.ceil(len(loader) / options.grad_accum))
+        best = state.best if state else []
+        batches = len(loader)
+        # Steps count optimizer steps: an epoch's last, shorter accumulation is one too.
+        total_steps = max(1, options.epochs * math.ceil(batches / options.grad_accum))
         budget = options.max_minutes * 60 if options.max_minutes else None
         factor = lr_factor(options.warmup_fraction, options.lr_schedule)
         accelerator.init_trackers("sceneloc-train")
         clock = Clock(accelerator, already=state.seconds if state else 0.0)
         records: list[EpochRecord] = []
         queries_seen = 0
-        if state is None and task.validate_before_training:
+        if state is None and task.validate_before_training and options.val:
             records.append(self._before(accelerator, model))
         self._report(accelerator, TrainingProgress(step, total_steps, start_epoch + 1))
         for epoch in range(start_epoch, options.epochs):
+            # The prepared loader passes its own count of epochs to the dataset as it starts
+            # each one, a count that restarts at 0 in a resumed run: it is told the epoch.
+            loader.set_epoch(epoch)
             dataset.set_epoch(epoch)
+            shuffle.manual_seed(epoch_seed(options.seed, epoch))
             model.train()
-            losses = []
-            for batch in loader:
+            losses: list[float] = []
+            sizes: list[int] = []  # queries per batch: the epoch's loss is a mean per query
+            for index, batch in enumerate(loader):
                 elapsed = clock.elapsed()
                 done = max(step / total_steps, elapsed / budget if budget else 0.0)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor(done)
-                queries_seen += task.queries_in(batch)
+                sizes.append(task.queries_in(batch))
+                queries_seen += sizes[-1]
                 with accelerator.accumulate(model):
                     loss = task.loss(model, batch)
-                    accelerator.backward(loss)
+                    # Accelerate divides each loss by grad_accum; an epoch's last accumulation
+                    # may hold fewer batches, and its step is their mean all the same.
+                    accelerator.backward(
+                        loss * accumulation_scale(index, batches, options.grad_accum)
+                    )
                     if options.grad_clip and accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model.parameters(), options.grad_clip)
                     optimizer.step()  # Accelerate steps only once the gradients are summed
@@ -135,23 +167,24 @@ class Trainer:
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
-                report = TrainingProgress(step, total_steps, epoch + 1, losses[-1])
+                summed = losses[-(index % options.grad_accum + 1) :]
+                report = TrainingProgress(step, total_steps, epoch + 1, sum(summed) / len(summed))
                 self._report(accelerator, report)
                 if step % LOG_EVERY == 0:
                     logger.info("step %d, %s", step, report.description)
                 if budget and elapsed > budget:
                     break
             record = self._end_epoch(
-                accelerator, model, epoch, step, losses, clock.elapsed(),
+                accelerator, model, epoch, step, mean(losses, sizes), clock.elapsed(),
                 optimizer.param_groups[0]["lr"],
             )  # fmt: skip
             records.append(record)
-            score = record.validation.get(task.metrics[0]) if task.metrics else None
+            score = ranking(record.validation, task.metrics)
             improved = score is not None and score > best
             if improved or options.val is None:
                 best = score if improved else best
                 if accelerator.is_main_process:
-                    shutil.copytree(out / "last", out / "best", dirs_exist_ok=True)
+                    replace_tree(out / "last", out / "best")
             accelerator.save_state(str(out / "state"))
             seconds = clock.elapsed()  # on every process: the clock is a collective
             if accelerator.is_main_process:
@@ -172,18 +205,30 @@ class Trainer:
         return records
 
     def _check_outputs(self) -> None:
-        """Find a missing validation file and an unusable ``--out`` now."""
+        """Find a missing validation file and an ``--out`` that holds a run now (writing
+        nothing: :meth:`_make_out` creates the folder once everything is checked)."""
         options, out = self.options, self.out
         if options.val and not Path(options.val).is_file():
             raise TrainingError(f"validation file not found: {options.val}")
-        if not options.resume and (out / STATE_FILE).exists():
+        if out.exists() and not out.is_dir():
+            raise TrainingError(f"--out {out} is a file, not a folder")
+        holds_run = (out / STATE_FILE).exists() or (out / "last").is_dir()
+        if not options.resume and holds_run:
             raise TrainingError(
                 f"{out} holds a training run; pass --resume or choose another --out"
             )
+
+    def _make_out(self, fresh: bool) -> None:
+        """Create ``out``; a fresh run starts its ``metrics.csv`` and records its options
+        (a run that failed before its first epoch may have left them)."""
+        out = self.out
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrainingError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        if fresh and PartialState().is_main_process:
+            (out / "metrics.csv").unlink(missing_ok=True)
+            write_options(out, self.options)
 
     def _before(self, accelerator: Accelerator, model: torch.nn.Module) -> EpochRecord:
         """Validate the model as it starts (epoch 0 of ``metrics.csv``), to compare with."""
@@ -195,6 +240,7 @@ class Trainer:
         if accelerator.is_main_process:
             append_csv(self.out / "metrics.csv", record)
             logger.info("before training: %s", record)
+        accelerator.log({k: v for k, v in validation.items() if v is not None}, step=0)
         return record
 
     def _report(self, accelerator: Accelerator, progress: TrainingProgress) -> None:
@@ -207,7 +253,7 @@ class Trainer:
         model: torch.nn.Module,
         epoch: int,
         step: int,
-        losses: list[float],
+        train_loss: float,
         seconds: float,
         lr: float,
     ) -> EpochRecord:
@@ -219,7 +265,7 @@ class Trainer:
                 validation.update(self.task.validate(accelerator.unwrap_model(model)))
             self.task.save(accelerator.unwrap_model(model), self.out / "last")
         record = EpochRecord(epoch + 1, step, round(seconds, 1),
-                             sum(losses) / max(1, len(losses)), lr, validation)  # fmt: skip
+                             train_loss, lr, validation)  # fmt: skip
         if accelerator.is_main_process:
             append_csv(self.out / "metrics.csv", record)
             logger.info("epoch %s", record)
@@ -233,6 +279,42 @@ class Trainer:
 def train(options: TrainingOptions, progress: ProgressCallback | None = None) -> list[EpochRecord]:
     """Train the task ``options`` describe; returns one record per epoch."""
     return Trainer(options.make_task(), progress).run()
+
+
+def mean(values: list[float], weights: list[int]) -> float:
+    """The mean of ``values`` weighted by ``weights`` (NaN when there are none)."""
+    total = sum(weights)
+    return sum(v * w for v, w in zip(values, weights)) / total if total else math.nan
+
+
+def ranking(validation: dict[str, float | None], metrics: tuple[str, ...]) -> list[float] | None:
+    """What ``best/`` is chosen by: the first metric, ties broken by the next ones (a small
+    validation set often ties on accuracy); ``None`` when there is no first metric."""
+    if not metrics or validation.get(metrics[0]) is None:
+        return None
+    values = [validation.get(name) for name in metrics]
+    return [-math.inf if value is None or math.isnan(value) else value for value in values]
+
+
+def replace_tree(source: Path, target: Path) -> None:
+    """Make ``target`` a copy of ``source`` (no file of an earlier copy left in it)."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's shuffle."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def accumulation_scale(index: int, batches: int, grad_accum: int) -> float:
+    """What the loss of an epoch's batch ``index`` is multiplied by so that each optimizer
+    step follows the mean loss of its batches (Accelerate divides by ``grad_accum``)."""
+    start = index - index % grad_accum
+    return grad_accum / min(grad_accum, batches - start)
 
 
 def mixed_precision(precision: str, on_cpu: bool) -> str:

@@ -1,7 +1,8 @@
 """What a run leaves in its ``out`` folder besides the models.
 
 ``trainer_state.json`` (where to resume: epoch, step, best score, seconds) beside
-Accelerate's ``state/`` (optimizer, random generators), ``metrics.csv`` (one row per epoch)
+Accelerate's ``state/`` (weights, optimizer, random generators), ``options.json`` (the
+options the run started with), ``metrics.csv`` (one row per epoch)
 and, for a distributed run, ``ranks/rankN.json`` (each process's share and a checksum of its
 weights: the copies must end identical).
 """
@@ -20,6 +21,8 @@ import torch
 from sceneloc.training.options import TrainingError
 
 STATE_FILE = "trainer_state.json"
+#: The options a run started with (a resume checks it is given the same model).
+OPTIONS_FILE = "options.json"
 
 
 @dataclass
@@ -46,7 +49,8 @@ class RunState:
 
     epoch: int
     step: int
-    best: float
+    #: The validation metrics of ``best/`` (the first decides, the next break ties).
+    best: list[float]
     seconds: float
 
 
@@ -54,11 +58,25 @@ def read_state(out: Path) -> RunState:
     path = out / STATE_FILE
     if not path.is_file() or not (out / "last").is_dir():
         raise TrainingError(f"nothing to resume in {out}: no {STATE_FILE} and last/")
-    return RunState(**json.loads(path.read_text()))
+    state = RunState(**json.loads(path.read_text()))
+    if not isinstance(state.best, list):  # saved before ties were broken
+        state.best = [state.best]
+    return state
 
 
 def write_state(out: Path, state: RunState) -> None:
     (out / STATE_FILE).write_text(json.dumps(asdict(state)))
+
+
+def write_options(out: Path, options: Any) -> None:
+    (out / OPTIONS_FILE).write_text(json.dumps(asdict(options), indent=2, default=str))
+
+
+def read_options(out: Path) -> dict[str, Any]:
+    """The options the run in ``out`` started with (empty for a run saved before they were
+    recorded)."""
+    path = out / OPTIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def append_csv(path: Path, record: EpochRecord) -> None:

@@ -49,6 +49,10 @@ class TrainingTask(ABC):
         """Read the training data and check its files, so a mistake shows now, not hours
         into the run. Raises :class:`~sceneloc.training.options.TrainingError`."""
 
+    def check_resume(self, saved: dict[str, Any]) -> None:  # noqa: B027 (an optional hook)
+        """Refuse to resume a run (``saved``: the options it started with) whose saved state
+        these options cannot load; raises :class:`~sceneloc.training.options.TrainingError`."""
+
     @abstractmethod
     def build_model(self, resume_from: Path | None) -> torch.nn.Module:
         """A fresh model, or the one saved in ``resume_from`` (a run's ``last/``)."""

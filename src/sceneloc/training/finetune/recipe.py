@@ -10,6 +10,7 @@ targets, the loss, the backend that serves the model in memory, and saving it.
 from __future__ import annotations
 
 import importlib
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from sceneloc.training.options import TrainingError
 if TYPE_CHECKING:
     from sceneloc.backends.base import Backend
     from sceneloc.training.finetune.options import FinetuneOptions
+
+logger = logging.getLogger(__name__)
 
 #: Family name (``sceneloc models``) -> its recipe ("module:Class"), imported on first use.
 RECIPES: dict[str, str] = {
@@ -109,6 +112,25 @@ class Recipe(ABC):
         """Write an ordinary checkpoint of ``model`` that ``sceneloc.load`` reads."""
         model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
+
+    def enable_gradient_checkpointing(self, model: nn.Module) -> None:
+        """Recompute activations in the backward pass: in the whole model where transformers
+        supports it, else in its parts that do (a detector's backbone and text encoder)."""
+        if getattr(model, "supports_gradient_checkpointing", False):
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+            return
+        parts: list[str] = []
+        for name, module in model.named_modules():
+            inside = any(name.startswith(part + ".") for part in parts)
+            if name and not inside and getattr(module, "supports_gradient_checkpointing", False):
+                module.gradient_checkpointing_enable({"use_reentrant": False})
+                parts.append(name)
+        if not parts:
+            raise TrainingError(
+                f"{self.family} models do not support gradient checkpointing (transformers "
+                "implements it for none of their parts); run without --gradient-checkpointing"
+            )
+        logger.info("gradient checkpointing in %s", ", ".join(parts))
 
     def prepare_for_lora(self, model: nn.Module) -> None:  # noqa: B027 (an optional hook)
         """Make ``model`` acceptable to peft (some models need a method peft asks for)."""

@@ -16,6 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sceneloc.training.loop import ranking
+from sceneloc.training.state import STATE_FILE
+
 if TYPE_CHECKING:
     from sceneloc.training.finetune.options import FinetuneOptions
 
@@ -24,6 +27,8 @@ EVALUATIONS_FILE = "evaluations.jsonl"
 LIBRARIES = ("sceneloc", "torch", "transformers", "accelerate", "peft")
 #: Metrics of the markdown table, where the evaluation has them.
 TABLE = ("acc@0.5", "miou", "bleu4", "cider", "exact")
+#: Metrics of each epoch in ``by_epoch``.
+SUMMARY = ("acc@0.5", "miou")
 
 
 def file_hash(path: str | Path) -> str:
@@ -44,53 +49,82 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def read_evaluations(out: Path) -> list[dict[str, Any]]:
+def read_evaluations(out: Path) -> dict[int, dict[str, Any]]:
+    """Each validated epoch's evaluation (0: before training); an epoch validated twice (a
+    run stopped before it saved its state, then resumed) keeps its last."""
     path = out / EVALUATIONS_FILE
     if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        return {}
+    evaluations: dict[int, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            evaluation = json.loads(line)
+            evaluations[int(evaluation.pop("epoch"))] = evaluation
+    return dict(sorted(evaluations.items()))
 
 
-def write_report(options: FinetuneOptions, family: str, metric: str) -> dict[str, Any]:
-    """Write ``report.json`` and ``report.md`` in ``options.out``; ``metric`` is the key of
-    the evaluation that picked ``best/``."""
+def write_report(options: FinetuneOptions, family: str, metrics: list[str]) -> dict[str, Any]:
+    """Write ``report.json`` and ``report.md`` in ``options.out``; ``metrics`` are the keys
+    of the evaluation that picked ``best/`` (the first epoch with the highest first one,
+    ties broken by the next: as the loop picks it)."""
     out = Path(options.out)
     evaluations = read_evaluations(out)
-    before = evaluations[0] if evaluations else None
+    before = evaluations.get(0)
+    trained = [epoch for epoch in evaluations if epoch > 0]
     best_epoch = None
-    if len(evaluations) > 1:
-        best_epoch = max(range(1, len(evaluations)), key=lambda e: evaluations[e][metric])
-    after = evaluations[best_epoch] if best_epoch is not None else None
+    if trained:
+        best_epoch = max(trained, key=lambda e: ranking(evaluations[e], tuple(metrics)) or [])
+    state = json.loads((out / STATE_FILE).read_text()) if (out / STATE_FILE).is_file() else {}
     data = {"data": options.data, **({"val": options.val} if options.val else {})}
     report = {
         "model": options.model,
         "family": family,
         "task": options.task,
         "best": str(out / "best"),
+        "last": str(out / "last"),
         "best_epoch": best_epoch,
+        "epochs": state.get("epoch", -1) + 1,
+        "steps": state.get("step"),
+        "seconds": state.get("seconds"),
         "before": before,
-        "after": after,
-        "by_epoch": [{"epoch": e, metric: ev[metric]} for e, ev in enumerate(evaluations)],
+        "after": evaluations.get(best_epoch) if best_epoch is not None else None,
+        "by_epoch": [
+            {"epoch": epoch, **{key: evaluation.get(key) for key in SUMMARY}}
+            for epoch, evaluation in evaluations.items()
+        ],
         "options": asdict(options),
         "data_sha256": {key: file_hash(path) for key, path in data.items()},
         "versions": versions(),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_text(out / "report.json", json.dumps(report, indent=2))
+    write_text(out / "report.md", markdown(report))
     return report
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file, so a reader never finds half a report."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def markdown(report: dict[str, Any]) -> str:
     before, after = report["before"], report["after"]
-    lines = [f"# Fine-tuning {report['model']} ({report['family']}, {report['task']})", ""]
+    options = report["options"]
+    lines = [f"# Fine-tuning {report['model']} ({report['family']}, {report['task']})", "",
+             f"{report['epochs']} epoch(s), {report['steps']} optimizer steps, "
+             f"{_figure(report['seconds'], '.0f')} s; lr {options['lr']:g}, batch "
+             f"{options['batch_size']} x {options['grad_accum']} accumulated, freeze "
+             f"{options['freeze']}, LoRA rank {options['lora_rank']}, precision "
+             f"{options['precision']}.", ""]  # fmt: skip
     if before is None or after is None:
         lines += ["No validation data: nothing to compare.", ""]
     else:
         lines += [f"Best checkpoint: epoch {report['best_epoch']} (`{report['best']}`).", "",
                   "| | before | after |", "|---|---|---|"]  # fmt: skip
         for key in TABLE:
-            if key in before and before[key] is not None:
-                lines.append(f"| {key} | {before[key]:.3f} | {after[key]:.3f} |")
+            if before.get(key) is not None or after.get(key) is not None:
+                lines.append(f"| {key} | {_figure(before.get(key))} | {_figure(after.get(key))} |")
         types = sorted(set(before.get("by_type", {})) | set(after.get("by_type", {})))
         if types:
             lines += ["", "By type (Acc@0.5, before -> after):", ""]
@@ -105,5 +139,5 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _figure(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)

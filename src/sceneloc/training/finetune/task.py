@@ -25,13 +25,15 @@ from sceneloc.training.finetune.recipe import Recipe, RecipeCollator, recipe_cla
 from sceneloc.training.finetune.report import EVALUATIONS_FILE, write_report
 from sceneloc.training.loop import ProgressCallback, train
 from sceneloc.training.options import TrainingError
-from sceneloc.training.state import EpochRecord
+from sceneloc.training.state import EpochRecord, read_state
 from sceneloc.training.task import TrainingTask
 
 logger = logging.getLogger(__name__)
 
 #: Where a LoRA run keeps its adapter, inside each saved checkpoint.
 ADAPTER_DIR = "adapter"
+#: Options that shape the saved state: a resumed run must be given the same.
+RESUME_KEYS = ("model", "task", "freeze", "lora_rank", "lora_alpha")
 
 
 class FinetuneTask(TrainingTask):
@@ -47,27 +49,46 @@ class FinetuneTask(TrainingTask):
         self.recipe: Recipe = recipe_class(options.model, options.task)(options)
         self.metrics = tuple(self.recipe.metric_keys())
         self.unused_parameters = self.recipe.unused_parameters
-        self._validated = False
+        #: The epoch the next validation scores (0: before training).
+        self._epoch: int | None = None
 
     def prepare(self) -> None:
+        """Check the training and validation samples (every image opened, every box inside
+        it) before anything is written."""
         self.data = read_training_samples(self.options.data)
+        if self.options.val:
+            read_training_samples(self.options.val)
+
+    def check_resume(self, saved: dict[str, Any]) -> None:
+        """The saved state holds the weights of one model, adapted one way: a resume must
+        ask for the same."""
+        for key in RESUME_KEYS:
+            if key in saved and saved[key] != getattr(self.options, key):
+                raise TrainingError(
+                    f"{self.options.out} was fine-tuned with {key} {saved[key]!r}, not "
+                    f"{getattr(self.options, key)!r}: resume with the same {key}"
+                )
 
     def build_model(self, resume_from: Path | None) -> nn.Module:
         """The user's checkpoint, frozen and adapted as asked. A resumed run is built the
         same way: the loop then restores its weights and optimizer from ``state/``."""
         options, recipe = self.options, self.recipe
         model = recipe.load(options.model)
-        if options.freeze != "none":
-            prefixes = recipe.towers()[options.freeze]
-            for name, parameter in model.named_parameters():
-                if name.startswith(prefixes):
-                    parameter.requires_grad_(False)
         if options.gradient_checkpointing:
-            if not getattr(model, "supports_gradient_checkpointing", False):
-                raise TrainingError(f"{recipe.family} models do not support gradient checkpointing")
-            model.gradient_checkpointing_enable({"use_reentrant": False})
+            recipe.enable_gradient_checkpointing(model)
         if options.lora_rank:
             model = self._with_lora(model)
+        if options.freeze != "none":
+            # After LoRA: a frozen tower's adapters stay frozen too.
+            prefixes = recipe.towers()[options.freeze]
+            for name, parameter in base_model(model).named_parameters():
+                if name.startswith(prefixes):
+                    parameter.requires_grad_(False)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        logger.info("%d of %d parameters train", trainable, total)
+        if not trainable:
+            raise TrainingError(f"nothing left to train in {options.model}: unfreeze a tower")
         return model
 
     def _with_lora(self, model: nn.Module) -> nn.Module:
@@ -80,11 +101,7 @@ class FinetuneTask(TrainingTask):
             lora_dropout=options.lora_dropout, target_modules=list(recipe.lora_targets),
             modules_to_save=list(recipe.lora_modules_to_save) or None,
         )  # fmt: skip
-        model = get_peft_model(model, config)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        logger.info("LoRA rank %d: %d of %d parameters train", options.lora_rank, trainable, total)
-        return model
+        return get_peft_model(model, config)
 
     def dataset(self) -> FinetuneDataset:
         options = self.options
@@ -120,12 +137,14 @@ class FinetuneTask(TrainingTask):
             base_model(model), self.options.val, self.options.val_limit
         )
         out = Path(self.options.out)
-        out.mkdir(parents=True, exist_ok=True)
+        if self._epoch is None:  # this process's first validation: before training, or
+            # after the first epoch a resumed run trains (the state counts epochs from 0)
+            self._epoch = read_state(out).epoch + 2 if self.options.resume else 0
         # A fresh run's first validation starts the file (a failed earlier try may have left one).
-        mode = "a" if self.options.resume or self._validated else "w"
-        self._validated = True
+        mode = "a" if self.options.resume or self._epoch else "w"
         with (out / EVALUATIONS_FILE).open(mode, encoding="utf-8") as handle:
-            handle.write(json.dumps(evaluation) + "\n")
+            handle.write(json.dumps({"epoch": self._epoch, **evaluation}) + "\n")
+        self._epoch += 1
         return {name: evaluation[key] for name, key in self.recipe.metric_keys().items()}
 
     def save(self, model: nn.Module, directory: Path) -> None:
@@ -138,9 +157,7 @@ class FinetuneTask(TrainingTask):
             self.recipe.save(model, directory)
 
     def finish(self, records: list[EpochRecord]) -> None:
-        write_report(
-            self.options, self.recipe.family, next(iter(self.recipe.metric_keys().values()))
-        )
+        write_report(self.options, self.recipe.family, list(self.recipe.metric_keys().values()))
 
 
 class FinetuneCollator:

@@ -74,10 +74,12 @@ class FinetuneTask(TrainingTask):
         same way: the loop then restores its weights and optimizer from ``state/``."""
         options, recipe = self.options, self.recipe
         model = recipe.load(options.model)
-        if options.gradient_checkpointing:
-            recipe.enable_gradient_checkpointing(model)
         if options.lora_rank:
             model = self._with_lora(model)
+        if options.gradient_checkpointing:
+            # After LoRA: peft would otherwise hook every part's input embeddings so that
+            # reentrant checkpointing sees a gradient, and a vision backbone's are a tuple.
+            recipe.enable_gradient_checkpointing(base_model(model))
         if options.freeze != "none":
             # After LoRA: a frozen tower's adapters stay frozen too.
             prefixes = recipe.towers()[options.freeze]

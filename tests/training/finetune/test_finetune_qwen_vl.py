@@ -190,6 +190,19 @@ def test_lora_adapts_the_language_model_only(qwen3_vl):
     assert scale_rest == 1.0 and len(rest) == len(trainable) and not towers
 
 
+def test_without_lora_the_vision_encoder_stays_and_the_merger_learns_at_lr(qwen3_vl):
+    task = FinetuneTask(recipe_for(qwen3_vl, lora_rank=0).options)
+    model = task.build_model(None)
+    names = {id(p): name for name, p in model.named_parameters()}
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(name.startswith("model.visual.") for name in frozen)
+    assert not any("merger" in name for name in frozen)
+    (rest, _), (towers, scale) = task.parameter_groups(model)
+    assert {names[id(p)].split(".")[2] for p in rest} == {"merger", "deepstack_merger_list"}
+    assert all(names[id(p)].startswith(("model.language_model.", "lm_head.")) for p in towers)
+    assert scale == pytest.approx(0.1)  # backbone_lr: lr / 10
+
+
 def test_a_short_finetune_teaches_the_taught_boxes(run):
     assert run.before["acc@0.5"] < 0.2
     assert run.after["acc@0.5"] >= 0.9

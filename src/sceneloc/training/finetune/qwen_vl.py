@@ -82,8 +82,9 @@ class QwenVLRecipe(Recipe):
         """The model in fp32 and its processor; the training images are resized to the budget
         the backend serves the trained model with on this machine's device."""
         self.flavour, self.processor = load_processor(checkpoint)
-        model = from_pretrained(self.flavour.model_class.from_pretrained, checkpoint)
-        model = model.float()
+        model = from_pretrained(
+            self.flavour.model_class.from_pretrained, checkpoint, dtype=torch.float32
+        )
         self.max_pixels = DEFAULT_MAX_PIXELS["accelerator" if torch.cuda.is_available() else "cpu"]
         eos = model.generation_config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos

@@ -137,7 +137,7 @@ def choose_pairs(
 class ClipRerankRecipe(Recipe):
     family = "clip-rerank"
     defaults: ClassVar[dict[str, Any]] = {
-        "lr": 1e-3, "epochs": 30, "batch_size": 16, "weight_decay": 1e-4, "warmup_fraction": 0.0,
+        "lr": 3e-3, "epochs": 30, "batch_size": 16, "weight_decay": 1e-4, "warmup_fraction": 0.0,
     }  # fmt: skip
 
     def load(self, checkpoint: str) -> ClipRerankModel:

@@ -220,6 +220,19 @@ def pretrain_clip(root: Path, out: Path, minutes: float, seed: int = 0) -> Path:
     return out
 
 
+def by_size_words(data: Path) -> dict[str, Path]:
+    """The queries that name a size ("the big star": the crop alone cannot tell) and the
+    others ("the cyan hexagon"), each in a file of its own."""
+    words = {w for names in SIZE_WORDS.values() for w in names}
+    samples = list(read_samples(data))
+    files = {}
+    for name, wanted in (("names a size", True), ("colour and shape", False)):
+        path = data.with_name(f"{data.stem}-{'size' if wanted else 'colour'}.jsonl")
+        write_samples(path, (s for s in samples if bool(words & set(s.query.split())) == wanted))
+        files[name] = path
+    return files
+
+
 def acc(data: Path, checkpoint: Path, **options: Any) -> dict[str, Any]:
     grounder = sceneloc.load(str(checkpoint), device="cpu", **options)
     result = evaluate_model(str(data), grounder, threshold=0.0).to_dict()
@@ -277,7 +290,14 @@ def main(argv: list[str] | None = None) -> int:
           f"(plain {plain_b['acc@0.5']:.3f}, gain {gain:+.3f}); report before "
           f"{result.before['acc@0.5']:.3f}, after {result.after['acc@0.5']:.3f}",
           flush=True)  # fmt: skip
+    parts = {}
+    for name, path in by_size_words(b_test).items():
+        parts[name] = {"plain": acc(path, pipeline), "head": acc(path, result.best)}
+        plain, head = parts[name]["plain"], parts[name]["head"]
+        print(f"  {name} ({head['n']} queries): plain {plain['acc@0.5']:.3f}, "
+              f"head {head['acc@0.5']:.3f}", flush=True)  # fmt: skip
     summary = {"plain_a": plain_a, "plain_b": plain_b, "head_b": head_b, "gain": gain,
+               "by_query": parts,
                "finetune_seconds": round(seconds, 1), "minutes": args.minutes,
                "clip_minutes": args.clip_minutes, "domain_a": DOMAIN_A, "domain_b": DOMAIN_B,
                "scenes": SCENES, "images": {"a": args.a_images, "b_train": args.b_train_images,

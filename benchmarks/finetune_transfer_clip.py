@@ -22,6 +22,8 @@ knows the images as they are on disk).
 
 Prints plain CLIP's Acc@0.5 on domain A (it learned that domain) and on B, the head's on B,
 and writes OUT/transfer.json; OUT/run is the ``sceneloc finetune`` run (report.md).
+``--random-clip`` is the control: the same with a CLIP never trained at all, to show how much
+of the head's figure its CLIP features' pretraining is worth.
 """
 
 from __future__ import annotations
@@ -234,6 +236,18 @@ def by_size_words(data: Path) -> dict[str, Path]:
     return files
 
 
+def untrained_clip(out: Path) -> Path:
+    """The small CLIP as initialised, with the same processor (the ``--random-clip`` control)."""
+    tok = tokenizer()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": CROP},
+                                            crop_size={"height": CROP, "width": CROP})  # fmt: skip
+    small_clip(
+        len(tok), tok.convert_tokens_to_ids(BOS), tok.convert_tokens_to_ids(EOS)
+    ).save_pretrained(out)
+    CLIPProcessor(image_processor, tok).save_pretrained(out)
+    return out
+
+
 def acc(data: Path, checkpoint: Path, **options: Any) -> dict[str, Any]:
     grounder = sceneloc.load(str(checkpoint), device="cpu", **options)
     result = evaluate_model(str(data), grounder, threshold=0.0).to_dict()
@@ -245,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/work/runs/clip-transfer"))
     parser.add_argument("--clip-steps", type=int, default=300, help="CLIP pretraining on A.")
     parser.add_argument("--minutes", type=float, default=5.0, help="The head's fine-tuning on B.")
+    parser.add_argument(
+        "--random-clip",
+        action="store_true",
+        help="Control: an untrained CLIP (no domain A at all) under the head.",
+    )
     parser.add_argument("--lr", type=float, help="The head's learning rate (the recipe's).")
     parser.add_argument("--a-images", type=int, default=400)
     parser.add_argument("--b-train-images", type=int, default=200)
@@ -263,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = out / "pipeline"
     clip = pipeline / "clip"
     if not (clip / "config.json").exists():
-        pretrain_clip(data_a, clip, args.clip_steps)
+        if args.random_clip:
+            untrained_clip(clip)
+        else:
+            pretrain_clip(data_a, clip, args.clip_steps)
         placeholder_detector(pipeline / "detector")
         config = {"model_type": "sceneloc-clip-rerank", "clip": "clip", "detector": "detector",
                   "max_proposals": 100}  # fmt: skip
@@ -299,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"plain_a": plain_a, "plain_b": plain_b, "head_b": head_b, "gain": gain,
                "by_query": parts,
                "finetune_seconds": round(seconds, 1), "minutes": args.minutes,
-               "clip_steps": args.clip_steps, "domain_a": DOMAIN_A, "domain_b": DOMAIN_B,
+               "clip_steps": 0 if args.random_clip else args.clip_steps,
+               "domain_a": DOMAIN_A, "domain_b": DOMAIN_B,
                "scenes": SCENES, "images": {"a": args.a_images, "b_train": args.b_train_images,
                                             "b_val": args.b_val_images,
                                             "b_test": args.b_test_images}}  # fmt: skip

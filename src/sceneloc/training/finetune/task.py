@@ -26,7 +26,7 @@ from sceneloc.training.finetune.report import EVALUATIONS_FILE, write_report
 from sceneloc.training.loop import ProgressCallback, train
 from sceneloc.training.options import TrainingError
 from sceneloc.training.state import EpochRecord
-from sceneloc.training.task import TrainingTask
+from sceneloc.training.task import EpochDataset, TrainingTask
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class FinetuneTask(TrainingTask):
             model.gradient_checkpointing_enable({"use_reentrant": False})
         if options.lora_rank:
             model = self._with_lora(model)
+        self._model = model
         return model
 
     def _with_lora(self, model: nn.Module) -> nn.Module:
@@ -86,12 +87,13 @@ class FinetuneTask(TrainingTask):
         logger.info("LoRA rank %d: %d of %d parameters train", options.lora_rank, trainable, total)
         return model
 
-    def dataset(self) -> FinetuneDataset:
+    def dataset(self) -> EpochDataset:
         options = self.options
-        return FinetuneDataset(
+        items = FinetuneDataset(
             self.data, Path(options.data).parent, seed=options.seed, augment=options.augment,
             absent_fraction=options.absent_fraction,
         )  # fmt: skip
+        return self.recipe.training_items(base_model(self._model), items)
 
     def collator(self) -> FinetuneCollator:
         return FinetuneCollator(self.recipe)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from matching import assert_same
+from matching import assert_alone_equals_together, assert_same
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -239,3 +239,106 @@ def test_missing_models(tmp_path, clip_dir):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "sceneloc-clip-rerank"}))
     with pytest.raises(sceneloc.ModelNotFoundError, match="names no 'clip' model"):
         sceneloc.load(str(tmp_path), device="cpu")
+
+
+# A learned head (sceneloc finetune's) scores the proposals when the pipeline has one.
+
+
+def random_head(directory, box_features: bool = True, seed: int = 0):
+    """A head with every weight random (a fresh one would rank as similarity does)."""
+    from sceneloc.backends.clip_head import ClipRerankHead, HeadConfig
+
+    torch.manual_seed(seed)
+    head = ClipRerankHead(HeadConfig(embed_dim=32, hidden_size=16, box_features=box_features))
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.normal_(0.0, 0.5)
+    head.save(directory)
+    return head.eval()
+
+
+@pytest.fixture(scope="module")
+def headed_dir(tmp_path_factory, pipeline_dir):
+    """The pipeline's models again, with a head in ``head/``."""
+    config = json.loads((pipeline_dir / "config.json").read_text())
+    directory = tmp_path_factory.mktemp("clip-rerank-head")
+    config["clip"] = str(pipeline_dir / "clip")
+    config["head"] = "head"
+    (directory / "config.json").write_text(json.dumps(config))
+    random_head(directory / "head")
+    return directory
+
+
+def reference_head_scores(clip, head_dir, boxes, image, query: str) -> list[float]:
+    """CLIP's own embeddings of the crops and the query, through the saved head, sigmoid."""
+    from sceneloc.backends.clip_head import ClipRerankHead, box_features
+
+    processor = CLIPProcessor.from_pretrained(clip)
+    model = CLIPModel.from_pretrained(clip).eval()
+    head = ClipRerankHead.load(head_dir)
+    fill = tuple(round(255 * m) for m in processor.image_processor.image_mean)
+    crops = [square_crop(image, box, fill) for box in boxes]
+    inputs = processor(text=[query], images=crops, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+        text = outputs.text_embeds.expand(len(boxes), -1)
+        places = box_features(torch.tensor(boxes), *image.size)
+        return head(outputs.image_embeds, text, places).sigmoid().tolist()
+
+
+def test_head_scores_each_proposal(pipeline_dir, headed_dir, textured, proposals):
+    grounder = sceneloc.load(str(headed_dir), device="cpu")
+    assert grounder.backend.head is not None
+    for result in grounder.locate(textured, QUERIES, threshold=0.0, top_k=100):
+        want = reference_head_scores(
+            pipeline_dir / "clip", headed_dir / "head", proposals, textured, result.query
+        )
+        raw = [Candidate(box, p, result.query) for box, p in zip(proposals, want)]
+        expected = rank(Candidates.from_list(raw), textured.size, 0.0, 100)
+        assert_same(result.candidates, expected)
+        # Probabilities box by box, not a share among the proposals.
+        assert sum(c.score for c in result.candidates) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_head_query_alone_equals_query_among_others(headed_dir, textured):
+    assert_alone_equals_together(sceneloc.load(str(headed_dir), device="cpu"), textured,
+                                 QUERIES, top_k=100)  # fmt: skip
+
+
+def test_without_a_head_similarity_scores(pipeline_dir, headed_dir, grounder, textured):
+    assert grounder.backend.head is None  # the pipeline names none
+    off = sceneloc.load(str(headed_dir), device="cpu", head="none")
+    assert off.backend.head is None
+    for got, want in zip(
+        off.locate(textured, QUERIES, threshold=0.0, top_k=100),
+        grounder.locate(textured, QUERIES, threshold=0.0, top_k=100),
+    ):
+        assert_same(got.candidates, want.candidates)
+
+
+def test_head_keyword_gives_a_pipeline_a_head(pipeline_dir, headed_dir, textured):
+    given = sceneloc.load(str(pipeline_dir), device="cpu", head=str(headed_dir / "head"))
+    named = sceneloc.load(str(headed_dir), device="cpu")
+    for got, want in zip(
+        given.locate(textured, QUERIES, threshold=0.0, top_k=100),
+        named.locate(textured, QUERIES, threshold=0.0, top_k=100),
+    ):
+        assert_same(got.candidates, want.candidates)
+
+
+def test_head_without_box_features(pipeline_dir, tmp_path, textured, proposals):
+    random_head(tmp_path / "head", box_features=False)
+    grounder = sceneloc.load(str(pipeline_dir), device="cpu", head=str(tmp_path / "head"))
+    (result,) = grounder.locate(textured, "blue", threshold=0.0, top_k=100)
+    want = reference_head_scores(pipeline_dir / "clip", tmp_path / "head", proposals, textured,
+                                 "blue")  # fmt: skip
+    assert sorted(c.score for c in result.candidates) == pytest.approx(sorted(want), abs=1e-5)
+
+
+def test_unreadable_head(pipeline_dir, tmp_path):
+    with pytest.raises(sceneloc.ModelNotFoundError, match="re-ranking head"):
+        sceneloc.load(str(pipeline_dir), device="cpu", head=str(tmp_path / "nothing"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(sceneloc.ModelNotFoundError):
+        sceneloc.load(str(pipeline_dir), device="cpu", head=str(tmp_path))

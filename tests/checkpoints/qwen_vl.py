@@ -261,3 +261,66 @@ def prompt_inputs(processor, image, prompt: str, **images_kwargs) -> dict:
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
     )
     return dict(processor(text=[text], images=[image], return_tensors="pt", **images_kwargs))
+
+
+#: Text the fine-tuning tests' tokenizer learns from: the backend's prompts and the answers it
+#: parses, so that an answer is a few dozen tokens (the digits of its coordinates apart).
+ANSWER_CORPUS = [
+    *CORPUS,
+    '```json\n[\n\t{"bbox_2d": [120, 340, 560, 980], "label": "the red square"},',
+    '\t{"bbox_2d": [4, 16, 88, 72], "label": "the blue circle"}\n]\n```',
+    "```json\n[]\n```",
+    'Describe the region {"bbox_2d": [10, 20, 30, 40]} of the image in a short phrase that '
+    "singles it out. a red square, the blue circle, a green triangle",
+]
+
+
+def build_qwen_vl_to_train(directory: Path, model_type: str = "qwen3_vl", seed: int = 0) -> Path:
+    """Save a tiny Qwen3-VL or Qwen2.5-VL with plain random weights (no answer grammar built
+    in, unlike :func:`build_qwen3_vl`), for fine-tuning to teach it to answer: 64 wide, its
+    tokenizer learnt from :data:`ANSWER_CORPUS`."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=[ENDOFTEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(ANSWER_CORPUS, trainer)
+    model = json.loads(bpe.to_str())["model"]
+    tokenizer = Qwen2Tokenizer(
+        vocab=dict(model["vocab"]),
+        merges=[tuple(merge) for merge in model["merges"]],
+        extra_special_tokens=[IM_START, IM_END, *VISION],
+        chat_template=CHAT_TEMPLATE,
+    )
+    text = text_config(tokenizer, head_dim=16)
+    text.update(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(seed)
+    if model_type == "qwen3_vl":
+        vision = vision_config(16, num_position_embeddings=16, deepstack_visual_indexes=[0])
+        vision["out_hidden_size"] = 64
+        config = Qwen3VLConfig(text_config=text, vision_config=vision, **special_ids(tokenizer))
+        model, patch = Qwen3VLForConditionalGeneration(config), 16
+    else:
+        vision = vision_config(14, window_size=56, fullatt_block_indexes=[1])
+        vision["out_hidden_size"] = 64
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special_ids(tokenizer))
+        model, patch = Qwen2_5_VLForConditionalGeneration(config), 14
+    with torch.no_grad():
+        # Rows as long as a trained model's: LoRA leaves them frozen, and rows of the
+        # initialisation's length cap every logit near 1, so no answer could become likely.
+        model.lm_head.weight.normal_(0.0, 0.3)
+        model.model.language_model.embed_tokens.weight.normal_(0.0, 1.0)
+    generation = model.generation_config
+    generation.eos_token_id = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id]
+    generation.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory)
+    unit = (patch * MERGE) ** 2
+    Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 4 * unit, "longest_edge": 64 * unit}, patch_size=patch,
+        merge_size=MERGE, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+    ).save_pretrained(directory)  # fmt: skip
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -15,10 +15,17 @@ another proposal is the one the query describes. It depends on the image's propo
 never on the other queries asked; a query's scores sum to 1, so the default threshold of
 0.1 keeps the boxes CLIP clearly prefers.
 
+A pipeline fine-tuned by ``sceneloc finetune`` also has a learned head
+(:mod:`~sceneloc.backends.clip_head`) that scores each proposal on its own: the score is
+then the head's probability that the box is the referent. The same default threshold
+keeps the boxes with at least one chance in ten, as for similarity; an image without the
+referent can now have no box above it.
+
 A checkpoint is a plain CLIP model (the default detector proposes) or a directory whose
 ``config.json`` is ``{"model_type": "sceneloc-clip-rerank", "clip": ..., "detector": ...}``
-with optional ``max_proposals`` and ``detector_threshold``; relative paths in it are read
-against the directory. Keyword options given to :func:`sceneloc.load` win over both.
+with optional ``max_proposals``, ``detector_threshold`` and ``head`` (the head's folder);
+relative paths in it are read against the directory. Keyword options given to
+:func:`sceneloc.load` win over both (``head="none"`` scores by similarity).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from transformers import (
 )
 
 from sceneloc.backends.base import Backend, from_pretrained, to_model
+from sceneloc.backends.clip_head import ClipRerankHead, box_features
 from sceneloc.boxes import Box, clip_box, is_inside
 from sceneloc.candidates import Candidates
 from sceneloc.errors import ModelNotFoundError, SceneLocError
@@ -58,8 +66,11 @@ logger = logging.getLogger(__name__)
 PIPELINE_TYPE = "sceneloc-clip-rerank"
 #: RT-DETR R50: a strong COCO detector needing neither timm nor torchvision.
 DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd"
-#: Settings a pipeline's ``config.json`` may hold besides ``model_type``, ``clip``, ``detector``.
+#: Settings a pipeline's ``config.json`` may hold besides ``model_type``, ``clip``, ``detector``
+#: and ``head``.
 SETTINGS = ("max_proposals", "detector_threshold")
+#: The ``head`` option that turns a pipeline's head off: proposals ranked by similarity.
+NO_HEAD = "none"
 
 
 def square_crop(image: Image.Image, box: Box, fill: tuple[int, ...]) -> Image.Image:
@@ -75,13 +86,17 @@ def square_crop(image: Image.Image, box: Box, fill: tuple[int, ...]) -> Image.Im
 
 
 def read_pipeline(checkpoint: str) -> tuple[str, str | None, dict[str, Any]]:
-    """``(clip, detector, settings)`` named by a checkpoint; a plain CLIP names only itself."""
+    """``(clip, detector, settings)`` named by a checkpoint; a plain CLIP names only itself.
+
+    ``settings`` holds the pipeline's :data:`SETTINGS` and, where it has one, ``head``: the
+    path of its head's folder.
+    """
     config = read_config(checkpoint)
     if config.get("model_type") != PIPELINE_TYPE:
         return checkpoint, None, {}
     if "clip" not in config:
         raise ModelNotFoundError(f"{checkpoint}/config.json names no 'clip' model")
-    unknown = set(config) - {"model_type", "clip", "detector", *SETTINGS}
+    unknown = set(config) - {"model_type", "clip", "detector", "head", *SETTINGS}
     if unknown:
         logger.warning("ignoring unknown keys in %s/config.json: %s", checkpoint, sorted(unknown))
     base = Path(checkpoint).expanduser()
@@ -93,6 +108,8 @@ def read_pipeline(checkpoint: str) -> tuple[str, str | None, dict[str, Any]]:
 
     detector = config.get("detector")
     settings = {key: config[key] for key in SETTINGS if key in config}
+    if config.get("head"):
+        settings["head"] = locate(config["head"])
     return locate(config["clip"]), locate(detector) if detector else None, settings
 
 
@@ -125,12 +142,14 @@ class ClipRerankBackend(Backend):
         max_proposals: int = 100,
         detector_threshold: float = 0.05,
         crop_batch_size: int = 64,
+        head: ClipRerankHead | None = None,
     ) -> None:
         """``clip`` and ``detector`` on one device, in one dtype.
 
         ``detector_threshold`` is low since CLIP, not the detector's closed set of classes,
         decides what a box shows. ``crop_batch_size``: crops per CLIP forward pass, which
-        bounds memory.
+        bounds memory. ``head``: a learned head that scores the proposals (it runs in
+        fp32 wherever it is), else CLIP similarity does.
         """
         super().__init__(clip, checkpoint)
         placement = next(detector.parameters())
@@ -152,6 +171,7 @@ class ClipRerankBackend(Backend):
         mean = self.processor.image_processor.image_mean
         self.fill = tuple(round(255 * m) for m in mean)
         self.max_text_len = int(self.clip.config.text_config.max_position_embeddings)
+        self.head = head.eval() if head is not None else None
 
     @classmethod
     def from_pretrained(
@@ -160,14 +180,23 @@ class ClipRerankBackend(Backend):
         device: torch.device,
         dtype: torch.dtype,
         detector: str | None = None,
+        head: str | None = None,
         **options: Any,
     ) -> ClipRerankBackend:
-        """``detector`` and the keyword ``options`` of ``__init__`` override the pipeline's
-        ``config.json``, which overrides the defaults."""
+        """``detector``, ``head`` (a head's folder, or ``"none"`` for similarity) and the
+        keyword ``options`` of ``__init__`` override the pipeline's ``config.json``, which
+        overrides the defaults."""
         clip, named_detector, settings = read_pipeline(checkpoint)
         detector_name = detector or named_detector or DEFAULT_DETECTOR
-        logger.info("clip-rerank: CLIP %s, proposals from %s", clip, detector_name)
+        named_head = settings.pop("head", None)
+        head_dir = head or named_head
+        logger.info(
+            "clip-rerank: CLIP %s, proposals from %s, scored by %s", clip, detector_name,
+            "similarity" if head_dir in (None, NO_HEAD) else f"the head in {head_dir}",
+        )  # fmt: skip
         settings |= {key: value for key, value in options.items() if value is not None}
+        if head_dir not in (None, NO_HEAD):
+            settings["head"] = ClipRerankHead.load(head_dir).to(device)
         return cls(
             from_pretrained(AutoModel.from_pretrained, clip).to(device=device, dtype=dtype),
             from_pretrained(AutoProcessor.from_pretrained, clip),
@@ -185,9 +214,27 @@ class ClipRerankBackend(Backend):
             return [Candidates.empty() for _ in queries]
         crops = self.embed_crops([square_crop(image, box, self.fill) for box in boxes.tolist()])
         text = self.embed_queries(queries)
-        logits = self.clip.logit_scale.exp().float() * text @ crops.T
-        scores = logits.softmax(dim=-1)
+        if self.head is not None:
+            scores = self.head_scores(crops, text, box_features(boxes, *image.size))
+        else:
+            logits = self.clip.logit_scale.exp().float() * text @ crops.T
+            scores = logits.softmax(dim=-1)
         return [Candidates.of(boxes, row, query) for query, row in zip(queries, scores)]
+
+    def head_scores(
+        self, crops: torch.Tensor, text: torch.Tensor, places: torch.Tensor
+    ) -> torch.Tensor:
+        """``(queries, proposals)`` probabilities, from the head, that each box is the
+        referent of each query."""
+        assert self.head is not None
+        device = next(self.head.parameters()).device
+        n, m = text.shape[0], crops.shape[0]
+        logits = self.head(
+            crops.to(device).repeat(n, 1),
+            text.to(device).repeat_interleave(m, dim=0),
+            places.to(device).repeat(n, 1),
+        )
+        return logits.float().sigmoid().reshape(n, m).cpu()
 
     def propose(self, image: Image.Image) -> torch.Tensor:
         """Up to ``max_proposals`` distinct boxes overlapping the image, most confident first."""

@@ -149,29 +149,13 @@ FLAVOURS = {
 
 
 @dataclass(frozen=True)
-class EncodedImage:
-    """An image as the model sees it: its visual features, computed once, and its box space."""
+class BoxSpace:
+    """How the model writes boxes of one image: its coordinate range and the image's size."""
 
-    #: The processor's ``image_grid_thw`` (one row).
-    grid: torch.Tensor
-    #: What ``get_image_features`` returned.
-    features: ModelOutput
-    #: The image's placeholder tokens in a prompt.
-    placeholder: str
     #: The largest coordinate the model writes along x and y.
     extent: tuple[float, float]
     #: The original image's width and height.
     size: tuple[int, int]
-
-    def features_for(self, prompts: int) -> dict[str, ModelOutput]:
-        """The precomputed encoder outputs for a batch of ``prompts`` prompts of this image."""
-        features = self.features
-        repeated = {"pooler_output": list(features.pooler_output) * prompts}
-        if getattr(features, "deepstack_features", None) is not None:
-            repeated["deepstack_features"] = [
-                list(layer) * prompts for layer in features.deepstack_features
-            ]
-        return {"image": type(features)(**{**features, **repeated})}
 
     def to_model(self, boxes: np.ndarray) -> list[list[int]]:
         """Pixel boxes of the original image in the model's coordinates, as it writes them."""
@@ -189,6 +173,28 @@ class EncodedImage:
         x1, x2 = sorted((box[0], box[2]))
         y1, y2 = sorted((box[1], box[3]))
         return [min(max(v, 0.0), limit) for v, limit in zip((x1, y1, x2, y2), self.extent * 2)]
+
+
+@dataclass(frozen=True)
+class EncodedImage(BoxSpace):
+    """An image as the model sees it: its visual features, computed once, and its box space."""
+
+    #: The processor's ``image_grid_thw`` (one row).
+    grid: torch.Tensor
+    #: What ``get_image_features`` returned.
+    features: ModelOutput
+    #: The image's placeholder tokens in a prompt.
+    placeholder: str
+
+    def features_for(self, prompts: int) -> dict[str, ModelOutput]:
+        """The precomputed encoder outputs for a batch of ``prompts`` prompts of this image."""
+        features = self.features
+        repeated = {"pooler_output": list(features.pooler_output) * prompts}
+        if getattr(features, "deepstack_features", None) is not None:
+            repeated["deepstack_features"] = [
+                list(layer) * prompts for layer in features.deepstack_features
+            ]
+        return {"image": type(features)(**{**features, **repeated})}
 
 
 @register_backend(
@@ -246,13 +252,7 @@ class QwenVLBackend(Backend):
         cls, checkpoint: str, device: torch.device, dtype: torch.dtype, **options: Any
     ) -> QwenVLBackend:
         """``options`` are those of ``__init__`` (``max_pixels``, ``max_new_tokens``)."""
-        flavour = flavour_of(from_pretrained(AutoConfig.from_pretrained, checkpoint).model_type)
-        image_processor = from_pretrained(Qwen2VLImageProcessorPil.from_pretrained, checkpoint)
-        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
-        settings, _ = from_pretrained(flavour.processor_class.get_processor_dict, checkpoint)
-        processor = flavour.processor_class.from_args_and_dict(
-            [image_processor, tokenizer], settings
-        )
+        flavour, processor = load_processor(checkpoint)
         model = from_pretrained(flavour.model_class.from_pretrained, checkpoint, dtype=dtype)
         return cls(model.to(device), processor, checkpoint, **options)
 
@@ -283,27 +283,18 @@ class QwenVLBackend(Backend):
     def encode_image(self, image: Image.Image, max_pixels: int | None = None) -> EncodedImage:
         """Resize ``image`` to the budget and run the vision tower on it, once."""
         budget = self._checked_budget(self.max_pixels if max_pixels is None else max_pixels)
-        image_processor = self.processor.image_processor
-        size = {"shortest_edge": min(image_processor.size["shortest_edge"], budget)}
-        pixels = image_processor(
-            images=image, size={**size, "longest_edge": budget}, return_tensors="pt"
-        )
+        pixels = image_inputs(self.processor, [image], budget)
         grid = pixels["image_grid_thw"].to(self.device)
         features = self.model.get_image_features(
             pixel_values=pixels["pixel_values"].to(device=self.device, dtype=self.dtype),
             image_grid_thw=grid,
             return_dict=True,
         )
-        if self.flavour.relative_coordinates:
-            extent = (1000.0, 1000.0)
-        else:  # pixels of the resized image: the grid counts patches
-            patch = image_processor.patch_size
-            extent = (float(grid[0, 2] * patch), float(grid[0, 1] * patch))
         return EncodedImage(
             grid=grid,
             features=features,
             placeholder=self.processor.replace_image_token(pixels, 0),
-            extent=extent,
+            extent=box_extent(self.flavour, self.processor, grid[0]),
             size=image.size,
         )
 
@@ -400,10 +391,7 @@ class QwenVLBackend(Backend):
 
     def chat_prompt(self, prompt: str) -> str:
         """One user turn, the image then ``prompt``, through the checkpoint's chat template."""
-        message = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
-        return self.processor.apply_chat_template(
-            [message], tokenize=False, add_generation_prompt=True
-        )
+        return chat_prompt(self.processor, prompt)
 
     def inputs(self, encoded: EncodedImage, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Token inputs for ``prompts`` about the encoded image, as the processor builds them
@@ -452,6 +440,45 @@ def flavour_of(model_type: str | None) -> Flavour:
         raise UnsupportedModelError(
             f"a {model_type} checkpoint is not a Qwen-VL model ({', '.join(FLAVOURS)})"
         ) from None
+
+
+def load_processor(checkpoint: str) -> tuple[Flavour, ProcessorMixin]:
+    """The checkpoint's flavour and its processor, put together without torchvision."""
+    flavour = flavour_of(from_pretrained(AutoConfig.from_pretrained, checkpoint).model_type)
+    image_processor = from_pretrained(Qwen2VLImageProcessorPil.from_pretrained, checkpoint)
+    tokenizer = from_pretrained(AutoTokenizer.from_pretrained, checkpoint)
+    settings, _ = from_pretrained(flavour.processor_class.get_processor_dict, checkpoint)
+    processor = flavour.processor_class.from_args_and_dict([image_processor, tokenizer], settings)
+    return flavour, processor
+
+
+def chat_prompt(processor: ProcessorMixin, prompt: str) -> str:
+    """One user turn, the image then ``prompt``, through the checkpoint's chat template."""
+    message = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
+    return processor.apply_chat_template([message], tokenize=False, add_generation_prompt=True)
+
+
+def image_inputs(
+    processor: ProcessorMixin, images: list[Image.Image], budget: int
+) -> dict[str, torch.Tensor]:
+    """The image processor's ``pixel_values`` and ``image_grid_thw`` for ``images``, each
+    resized to at most ``budget`` pixels (the checkpoint's own floor kept below it)."""
+    image_processor = processor.image_processor
+    size = {"shortest_edge": min(image_processor.size["shortest_edge"], budget)}
+    return image_processor(
+        images=images, size={**size, "longest_edge": budget}, return_tensors="pt"
+    )
+
+
+def box_extent(
+    flavour: Flavour, processor: ProcessorMixin, grid: torch.Tensor
+) -> tuple[float, float]:
+    """The largest coordinate the model writes along x and y for an image of ``grid`` (its
+    ``image_grid_thw`` row): 1000 where boxes are relative, else the resized image's pixels."""
+    if flavour.relative_coordinates:
+        return 1000.0, 1000.0
+    patch = processor.image_processor.patch_size  # the grid counts patches
+    return float(grid[2] * patch), float(grid[1] * patch)
 
 
 def parse_boxes(answer: str) -> list[list[float]]:

@@ -43,13 +43,40 @@ def synth(
             "images are numbered in that order."
         ),
     ] = DEFAULT_SPLITS,
+    colors: Annotated[
+        str | None,
+        typer.Option(help="Colours to draw, comma-separated (e.g. red,green,blue); default all."),
+    ] = None,
+    shapes: Annotated[
+        str | None,
+        typer.Option(help="Shapes to draw, comma-separated (e.g. circle,square); default all."),
+    ] = None,
+    background: Annotated[
+        str, typer.Option(help="Ground: texture (default), light, dark or noise.")
+    ] = "texture",
+    object_size_base: Annotated[
+        int | None,
+        typer.Option(
+            help="Draw shapes at the pixel sizes of a scene of this side (large objects in "
+            "small images); default --size."
+        ),
+    ] = None,
+    query_types: Annotated[
+        str | None,
+        typer.Option(
+            help="Query types to ask, comma-separated (attribute, relation, ordinal, group); "
+            "default all."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in --out.")] = False,
 ) -> None:
     """Make a synthetic grounding dataset: dense scenes of coloured shapes, one referent a query.
 
-    The compositional split asks only about colour-shape pairs train, val and test never name.
+    The compositional split asks only about colour-shape pairs train, val and test never name
+    (those of the held-out pairs inside --colors and --shapes; none there: leave it out of
+    --splits).
     """
-    from sceneloc.data.synth import generate
+    from sceneloc.data.synth import generate, make_domain
 
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     bar = Progress(*columns, console=console, transient=True)
@@ -64,10 +91,11 @@ def synth(
         bar.update(task, completed=done)
 
     try:
+        domain = make_domain(colors, shapes, background, object_size_base, query_types)
         stats = generate(
             out, num_images, seed, size=size, min_objects=min_objects,
             max_objects=max_objects, queries_per_image=queries_per_image, splits=splits,
-            overwrite=overwrite, progress=advance,
+            overwrite=overwrite, progress=advance, domain=domain,
         )  # fmt: skip
     except SceneLocError as exc:
         raise fail(str(exc)) from None

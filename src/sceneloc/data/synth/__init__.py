@@ -27,11 +27,13 @@ ways), ``ordering`` and ``resolver`` (what it means in a scene of ``objects``). 
 ``vocab`` (the words), ``options`` (the limits), ``sampling`` (random draws), ``canvas``
 (placing with bounded occlusion), ``planting`` (arrangements for group queries), ``layout``
 (a full canvas), ``asking`` (verified queries), ``describing`` (every description of a
-target), ``draw`` (pixels), ``scene`` (one scene assembled) and ``generate`` (a dataset on
+target), ``domain`` (the colours, shapes, query types, ground and object scale a dataset
+draws), ``draw`` (pixels), ``scene`` (one scene assembled) and ``generate`` (a dataset on
 disk).
 """
 
 from sceneloc.data.synth.asking import SceneQuery
+from sceneloc.data.synth.domain import BACKGROUNDS, DEFAULT_DOMAIN, Domain, make_domain
 from sceneloc.data.synth.english import parse_query, render_query
 from sceneloc.data.synth.generate import (
     DEFAULT_SPLITS,
@@ -62,7 +64,9 @@ from sceneloc.data.synth.specs import (
 from sceneloc.data.synth.vocab import COLORS, HELD_OUT, QUERY_TYPES, SHAPES, SIZES, SPLITS
 
 __all__ = [
+    "BACKGROUNDS",
     "COLORS",
+    "DEFAULT_DOMAIN",
     "DEFAULT_SPLITS",
     "HELD_OUT",
     "QUERY_TYPES",
@@ -71,6 +75,7 @@ __all__ = [
     "SPLITS",
     "AttributeQuery",
     "Desc",
+    "Domain",
     "GroupQuery",
     "OrdinalQuery",
     "PlantedGroup",
@@ -86,6 +91,7 @@ __all__ = [
     "described",
     "generate",
     "is_unambiguous",
+    "make_domain",
     "make_scene",
     "parse_query",
     "parse_splits",

@@ -178,10 +178,12 @@ class Asker:
         return None
 
 
-def plan_types(rng: np.random.Generator, count: int) -> list[str]:
+def plan_types(
+    rng: np.random.Generator, count: int, types: Sequence[str] = QUERY_TYPES
+) -> list[str]:
     """Every type once (in random order) while there is room, then random types."""
-    plan = shuffled(rng, QUERY_TYPES)[:count]
-    plan += [choice(rng, QUERY_TYPES) for _ in range(count - len(plan))]
+    plan = shuffled(rng, types)[:count]
+    plan += [choice(rng, types) for _ in range(count - len(plan))]
     return plan
 
 
@@ -191,12 +193,14 @@ def ask_all(
     groups: list[PlantedGroup],
     split: str,
     plan: list[str],
+    types: Sequence[str] = QUERY_TYPES,
 ) -> list[SceneQuery]:
-    """One query per planned type; a type this scene cannot carry gives way to the others."""
+    """One query per planned type; a type this scene cannot carry gives way to the others
+    of ``types``."""
     asker = Asker(rng, objects, groups, split)
     queries = []
     for kind in plan:
-        for other in [kind, *(t for t in QUERY_TYPES if t != kind)]:
+        for other in [kind, *(t for t in types if t != kind)]:
             query = asker.ask(other)
             if query is not None:
                 queries.append(query)

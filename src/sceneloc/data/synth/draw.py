@@ -104,12 +104,24 @@ def shape_mask(shape: str, diameter: int) -> ShapeMask:
     return ShapeMask(mask=mask, edge=edge, area=int(mask.sum()))
 
 
-def background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A low-saturation textured ground: tinted grey, a gradient, blotches, maybe stripes.
+#: Mean brightness range of each textured ground (``noise`` has its own).
+GROUND_LEVELS: dict[str, tuple[float, float]] = {
+    "texture": (95, 170),
+    "light": (195, 235),
+    "dark": (25, 65),
+}
+
+
+def background(rng: np.random.Generator, size: int, kind: str = "texture") -> np.ndarray:
+    """A low-saturation textured ground: tinted grey, a gradient, blotches, maybe stripes
+    (``texture``, ``light``, ``dark``); or ``noise``: strong coloured per-pixel noise.
 
     Returned as float32 ``(size, size, 3)`` so shapes are painted before the final grain.
     """
-    base = rng.uniform(95, 170)
+    if kind == "noise":
+        level = np.float32(rng.uniform(100, 160))
+        return level + rng.normal(0, 30, (size, size, 3)).astype(np.float32)
+    base = rng.uniform(*GROUND_LEVELS[kind])
     tint = rng.uniform(-10, 10, 3).astype(np.float32)
     ramp = np.linspace(-1, 1, size, dtype=np.float32)
     angle = rng.uniform(0, 2 * math.pi)
@@ -132,9 +144,10 @@ def compose(
     rng: np.random.Generator,
     size: int,
     placed: list[tuple[int, int, ShapeMask, str]],
+    ground: str = "texture",
 ) -> Image.Image:
-    """Paint ``(x, y, mask, colour)`` in order on a fresh background, then add film grain."""
-    canvas = background(rng, size)
+    """Paint ``(x, y, mask, colour)`` in order on a fresh ``ground``, then add film grain."""
+    canvas = background(rng, size, ground)
     for x, y, shape, color in placed:
         fill = np.asarray(COLORS[color], np.float32) + rng.integers(-8, 9, 3).astype(np.float32)
         region = canvas[y : y + shape.height, x : x + shape.width]

@@ -17,12 +17,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sceneloc.data.format import Sample, write_samples
+from sceneloc.data.synth.domain import DEFAULT_DOMAIN, Domain
 from sceneloc.data.synth.options import SynthError, check_options
 from sceneloc.data.synth.scene import make_scene
 from sceneloc.data.synth.vocab import QUERY_TYPES, SPLITS
@@ -82,7 +84,7 @@ class SynthStats:
     objects: int
     seconds: float
     seed: int = 0
-    settings: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     descriptions: int = 0
 
     @property
@@ -110,20 +112,23 @@ def generate(
     splits: Mapping[str, float] | str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    domain: Domain = DEFAULT_DOMAIN,
 ) -> SynthStats:
     """Generate ``num_images`` scenes into ``out_dir``; ``progress(done, total)`` after each.
 
     Raises :class:`SynthError` (a ``ValueError`` and a ``SceneLocError``) for impossible
     settings, an output folder that already holds a dataset (unless ``overwrite``) or one
-    that cannot be written.
+    that cannot be written. ``domain`` restricts colours, shapes and query types and sets
+    the ground and object scale (the default: the whole vocabulary, as always).
     """
-    check_options(size, min_objects, max_objects, queries_per_image)
+    check_options(size, min_objects, max_objects, queries_per_image, domain.size_base(size))
     if not 1 <= num_images <= MAX_IMAGES:
         raise SynthError(f"the number of images must be 1 to {MAX_IMAGES}, got {num_images}")
     if seed < 0:
         raise SynthError(f"the seed must be 0 or more, got {seed}")
     weights = parse_splits(splits) if isinstance(splits, str) else dict(splits or DEFAULT_SPLITS)
     counts = split_counts(num_images, weights)
+    domain.check(size, compositional="compositional" in counts)
     out = Path(out_dir)
     annotations, scenes = out / "annotations.jsonl", out / "scenes.jsonl"
     references = out / DESCRIPTIONS_FILE
@@ -164,6 +169,7 @@ def generate(
                     split=split,
                     image_id=image_id,
                     image_path=f"images/{image_id}.png",
+                    domain=domain,
                 )
                 scene.image.save(out / scene.image_path, format="PNG", compress_level=1)
                 records.write(json.dumps(scene.record()) + "\n")
@@ -201,6 +207,7 @@ def generate(
             "min_objects": min_objects,
             "max_objects": max_objects,
             "queries_per_image": queries_per_image,
+            **({} if domain == DEFAULT_DOMAIN else {"domain": asdict(domain)}),
         },
     )
     logger.info(

@@ -25,8 +25,15 @@ def crowd_scale(num_objects: int) -> float:
     return min(1.0, math.sqrt(CROWD / num_objects))
 
 
-def check_options(size: int, min_objects: int, max_objects: int, queries_per_image: int) -> None:
-    """Raise :class:`SynthError` with a one-line reason for settings that cannot work."""
+def check_options(
+    size: int,
+    min_objects: int,
+    max_objects: int,
+    queries_per_image: int,
+    size_base: int | None = None,
+) -> None:
+    """Raise :class:`SynthError` with a one-line reason for settings that cannot work
+    (``size_base``: the side whose pixel sizes shapes are drawn at, default ``size``)."""
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise SynthError(f"size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
     if not MIN_OBJECTS <= min_objects <= max_objects <= MAX_OBJECTS:
@@ -34,11 +41,11 @@ def check_options(size: int, min_objects: int, max_objects: int, queries_per_ima
             f"need {MIN_OBJECTS} <= min objects <= max objects <= {MAX_OBJECTS}, "
             f"got min {min_objects} and max {max_objects}"
         )
-    smallest = SIZE_RANGES["small"][0] * size * crowd_scale(max_objects)
+    smallest = SIZE_RANGES["small"][0] * (size_base or size) * crowd_scale(max_objects)
     if smallest < MIN_PIXELS:
         raise SynthError(
             f"{max_objects} objects do not fit a {size} px image (small shapes would be "
-            f"{smallest:.1f} px); use a larger size or fewer objects"
+            f"{smallest:.1f} px); use a larger size (or object size base) or fewer objects"
         )
     if not 1 <= queries_per_image <= MAX_QUERIES:
         raise SynthError(f"queries per image must be 1 to {MAX_QUERIES}, got {queries_per_image}")

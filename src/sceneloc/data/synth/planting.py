@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from sceneloc.data.synth.canvas import MARGIN, Canvas
+from sceneloc.data.synth.domain import DEFAULT_DOMAIN, Domain
 from sceneloc.data.synth.draw import shape_mask
 from sceneloc.data.synth.sampling import choice, draw_diameter, draw_pair
-from sceneloc.data.synth.vocab import CONTAINERS
 
 #: Fresh attempts at an arrangement before the scene does without it.
 PLANT_TRIES = 20
@@ -42,16 +42,17 @@ def plant(
     arrangement: str,
     split: str,
     scale: float,
+    domain: Domain = DEFAULT_DOMAIN,
 ) -> PlantedGroup | None:
     """Place one arrangement's members, or nothing (the canvas as it was) when it won't fit."""
-    color, shape = draw_pair(rng, split, "target")
-    planter = _Planter(rng, canvas, scale, color, shape)
+    color, shape = draw_pair(rng, split, "target", domain)
+    planter = _Planter(rng, canvas, scale, color, shape, domain)
     for _ in range(PLANT_TRIES):
         state = canvas.snapshot()
         if arrangement in ("row", "column"):
             members = planter.line(arrangement)
         else:
-            other = _other_pair(rng, split, color)
+            other = _other_pair(rng, split, color, domain)
             members = planter.inside(other) if arrangement == "inside" else planter.on_top(other)
         if members is not None:
             return PlantedGroup(group_id, arrangement, tuple(members))
@@ -59,10 +60,12 @@ def plant(
     return None
 
 
-def _other_pair(rng: np.random.Generator, split: str, color: str) -> tuple[str, str]:
+def _other_pair(
+    rng: np.random.Generator, split: str, color: str, domain: Domain
+) -> tuple[str, str]:
     """The second object's pair, in another colour so the two are told apart by it."""
     while True:
-        pair = draw_pair(rng, split, "named")
+        pair = draw_pair(rng, split, "named", domain)
         if pair[0] != color:
             return pair
 
@@ -72,13 +75,20 @@ class _Planter:
     members in the order named, or ``None`` when a shape did not fit."""
 
     def __init__(
-        self, rng: np.random.Generator, canvas: Canvas, scale: float, color: str, shape: str
+        self,
+        rng: np.random.Generator,
+        canvas: Canvas,
+        scale: float,
+        color: str,
+        shape: str,
+        domain: Domain,
     ) -> None:
         self.rng, self.canvas, self.scale = rng, canvas, scale
-        self.color, self.shape = color, shape
+        self.color, self.shape, self.domain = color, shape, domain
 
     def diameter(self, size: str) -> int:
-        return draw_diameter(self.rng, size, self.canvas.size, self.scale)
+        base = self.domain.size_base(self.canvas.size)
+        return draw_diameter(self.rng, size, base, self.scale)
 
     def line(self, arrangement: str) -> list[int] | None:
         """Three or four identical shapes evenly spaced along a row or a column."""
@@ -107,7 +117,7 @@ class _Planter:
     def inside(self, other: tuple[str, str]) -> list[int] | None:
         """A small shape centred in a large container of the other pair's colour."""
         other_color, _ = other
-        container = choice(self.rng, CONTAINERS)
+        container = choice(self.rng, self.domain.containers)
         outer_d = self.diameter("large")
         inner_d = min(self.diameter("small"), int(0.42 * outer_d))
         outer = self.canvas.place_anywhere(

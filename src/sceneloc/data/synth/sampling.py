@@ -11,13 +11,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from sceneloc.data.synth.domain import DEFAULT_DOMAIN, Domain
 from sceneloc.data.synth.options import MIN_PIXELS
-from sceneloc.data.synth.vocab import COLORS, HELD_OUT, SHAPES, SIZE_RANGES
+from sceneloc.data.synth.vocab import COLORS, HELD_OUT, SIZE_RANGES
 
 T = TypeVar("T")
 
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
-HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = tuple(sorted(HELD_OUT))  # sets iterate randomly
 
 
 def choice(rng: np.random.Generator, options: Sequence[T]) -> T:
@@ -29,7 +29,10 @@ def shuffled(rng: np.random.Generator, items: Sequence[T]) -> list[T]:
 
 
 def target_ok(pair: tuple[str, str], split: str) -> bool:
-    """A referent's colour-shape pair: held out exactly when the split is compositional."""
+    """A referent's colour-shape pair: held out exactly when the split is compositional.
+
+    (A domain's held-out pairs are :data:`HELD_OUT`'s within it, so membership of the whole
+    set decides for every pair a domain draws.)"""
     return (pair in HELD_OUT) == (split == "compositional")
 
 
@@ -39,14 +42,17 @@ def named_ok(pair: tuple[str, str], split: str) -> bool:
     return split == "compositional" or pair not in HELD_OUT
 
 
-def draw_pair(rng: np.random.Generator, split: str, role: str = "any") -> tuple[str, str]:
-    """A colour-shape pair for a ``target``, another ``named`` object or ``any`` object."""
+def draw_pair(
+    rng: np.random.Generator, split: str, role: str = "any", domain: Domain = DEFAULT_DOMAIN
+) -> tuple[str, str]:
+    """A colour-shape pair of ``domain`` for a ``target``, another ``named`` object or ``any``."""
+    held_out = domain.held_out
     if role == "target" and split == "compositional":
-        return choice(rng, HELD_OUT_PAIRS)
+        return choice(rng, held_out)
     if role == "any" and split == "compositional" and rng.random() < 0.3:
-        return choice(rng, HELD_OUT_PAIRS)  # enough held-out pairs to ask about
+        return choice(rng, held_out)  # enough held-out pairs to ask about
     while True:
-        pair = choice(rng, COLOR_NAMES), choice(rng, SHAPES)
+        pair = choice(rng, domain.colors), choice(rng, domain.shapes)
         if role == "any" or (role == "target" and target_ok(pair, split)):
             return pair
         if role == "named" and named_ok(pair, split):

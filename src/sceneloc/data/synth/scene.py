@@ -17,6 +17,7 @@ from PIL import Image
 from sceneloc.data.format import Sample
 from sceneloc.data.synth.asking import SceneQuery, ask_all, plan_types
 from sceneloc.data.synth.describing import SceneDescriber
+from sceneloc.data.synth.domain import DEFAULT_DOMAIN, Domain
 from sceneloc.data.synth.draw import compose
 from sceneloc.data.synth.english import render_query
 from sceneloc.data.synth.layout import Layout, lay_out
@@ -25,7 +26,7 @@ from sceneloc.data.synth.options import SynthError, check_options
 from sceneloc.data.synth.planting import PlantedGroup
 from sceneloc.data.synth.sampling import choice
 from sceneloc.data.synth.specs import spec_to_dict
-from sceneloc.data.synth.vocab import ARRANGEMENTS, SPLITS
+from sceneloc.data.synth.vocab import SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -118,25 +119,29 @@ def make_scene(
     split: str = "train",
     image_id: str = "000000",
     image_path: str | None = None,
+    domain: Domain = DEFAULT_DOMAIN,
 ) -> Scene:
     """Generate one scene in memory; the same generator state gives the same scene.
 
     ``split`` decides which colour-shape pairs queries may name (``compositional``: targets
-    are held-out pairs; any other split: held-out pairs are never named). Raises
+    are held-out pairs; any other split: held-out pairs are never named); ``domain`` which
+    colours, shapes, query types, ground and object scale it draws. Raises
     :class:`SynthError` for impossible settings.
     """
-    check_options(size, min_objects, max_objects, queries_per_image)
+    check_options(size, min_objects, max_objects, queries_per_image, domain.size_base(size))
     if split not in SPLITS:
         raise SynthError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    domain.check(size, compositional=split == "compositional")
     count = int(rng.integers(min_objects, max_objects + 1))
-    plan = plan_types(rng, queries_per_image)
-    arrangements = [choice(rng, ARRANGEMENTS) for _ in range(min(MAX_PLANTED, plan.count("group")))]
+    plan = plan_types(rng, queries_per_image, domain.query_types)
+    planted = min(MAX_PLANTED, plan.count("group"))
+    arrangements = [choice(rng, domain.arrangements) for _ in range(planted)]
     best: tuple[list[SceneQuery], Layout] | None = None
     for attempt in range(ATTEMPTS):
-        layout = lay_out(rng, size, count, arrangements, split)
+        layout = lay_out(rng, size, count, arrangements, split, domain)
         if layout is None:
             continue
-        queries = ask_all(rng, layout.objects, layout.groups, split, plan)
+        queries = ask_all(rng, layout.objects, layout.groups, split, plan, domain.query_types)
         if best is None or len(queries) > len(best[0]):
             best = queries, layout
         if len(queries) == queries_per_image:
@@ -150,6 +155,7 @@ def make_scene(
     queries, layout = best
     if len(queries) < queries_per_image:
         logger.info("scene %s has %d of %d queries", image_id, len(queries), queries_per_image)
-    image = compose(rng, size, [(s.x, s.y, s.mask, s.color) for s in layout.shapes])
+    placed = [(s.x, s.y, s.mask, s.color) for s in layout.shapes]
+    image = compose(rng, size, placed, domain.background)
     path = image_path if image_path is not None else f"images/{image_id}.png"
     return Scene(image, layout.objects, queries, split, image_id, path, layout.groups)

@@ -27,12 +27,15 @@ from sceneloc.training.options import TrainingError
 if TYPE_CHECKING:
     from sceneloc.backends.base import Backend
     from sceneloc.training.finetune.options import FinetuneOptions
+    from sceneloc.training.task import EpochDataset
 
 logger = logging.getLogger(__name__)
 
 #: Family name (``sceneloc models``) -> its recipe ("module:Class"), imported on first use.
 RECIPES: dict[str, str] = {
     "grounding-dino": "sceneloc.training.finetune.grounding_dino:GroundingDinoRecipe",
+    "qwen3-vl": "sceneloc.training.finetune.qwen_vl:QwenVLRecipe",
+    "clip-rerank": "sceneloc.training.finetune.clip_rerank:ClipRerankRecipe",
 }
 #: Families that cannot be fine-tuned here, and why (what the user reads).
 NOT_FINETUNABLE: dict[str, str] = {
@@ -83,9 +86,15 @@ class Recipe(ABC):
         """Parameter-name prefixes of the pretrained ``vision`` and ``text`` towers (they
         learn at ``backbone_lr`` and ``freeze`` stops them)."""
 
+    def training_items(self, model: nn.Module, dataset: EpochDataset) -> EpochDataset:
+        """What the loop trains on, made from the samples' items once the model is built:
+        the items themselves, or (a recipe that trains on a frozen model's features) the
+        features computed once from them."""
+        return dataset
+
     @abstractmethod
-    def collate(self, items: list[FinetuneItem]) -> dict[str, Any]:
-        """The model's inputs and targets for a batch of items."""
+    def collate(self, items: list[Any]) -> dict[str, Any]:
+        """The model's inputs and targets for a batch of :meth:`training_items`."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -142,7 +151,7 @@ class RecipeCollator:
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
 
-    def __call__(self, items: list[FinetuneItem]) -> dict[str, Any]:
+    def __call__(self, items: list[Any]) -> dict[str, Any]:
         return self.recipe.collate(items)
 
 

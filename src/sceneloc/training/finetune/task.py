@@ -26,7 +26,7 @@ from sceneloc.training.finetune.report import EVALUATIONS_FILE, write_report
 from sceneloc.training.loop import ProgressCallback, train
 from sceneloc.training.options import TrainingError
 from sceneloc.training.state import EpochRecord, read_state
-from sceneloc.training.task import TrainingTask
+from sceneloc.training.task import EpochDataset, TrainingTask
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class FinetuneTask(TrainingTask):
         logger.info("%d of %d parameters train", trainable, total)
         if not trainable:
             raise TrainingError(f"nothing left to train in {options.model}: unfreeze a tower")
+        self._model = model
         return model
 
     def _with_lora(self, model: nn.Module) -> nn.Module:
@@ -105,12 +106,13 @@ class FinetuneTask(TrainingTask):
         )  # fmt: skip
         return get_peft_model(model, config)
 
-    def dataset(self) -> FinetuneDataset:
+    def dataset(self) -> EpochDataset:
         options = self.options
-        return FinetuneDataset(
+        items = FinetuneDataset(
             self.data, Path(options.data).parent, seed=options.seed, augment=options.augment,
             absent_fraction=options.absent_fraction,
         )  # fmt: skip
+        return self.recipe.training_items(base_model(self._model), items)
 
     def collator(self) -> FinetuneCollator:
         return FinetuneCollator(self.recipe)

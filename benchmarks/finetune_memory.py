@@ -209,7 +209,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    console = Console()
+    console = Console(width=160)
     work = args.work or Path(tempfile.mkdtemp(prefix="finetune-memory-"))
     data = write_samples(work / "data", args.steps + 1)
     table = Table(title=f"Fine-tuning at batch 1, median of {args.steps} steps")

@@ -188,3 +188,17 @@ def test_the_library_reports_progress_to_a_callback(synth, tmp_path):
     assert {p.total_steps for p in seen} == {records[-1].step}
     assert [p.epoch for p in seen[1:]] == [1] * records[0].step + [2] * records[0].step
     assert all(math.isfinite(p.loss) for p in seen[1:])
+
+
+def test_gradient_accumulation_and_precision_reach_the_loop(synth, tmp_path):
+    """`--grad-accum 2` halves the optimizer steps (an epoch's odd batch is a step too)."""
+    out = tmp_path / "run"
+    result = train("--data", synth / "train.jsonl", "--out", out, "--epochs", "1",
+                   "--preset", "synthetic-cpu", *TINY, "--batch-size", "1", "--grad-accum", "2",
+                   "--precision", "fp32")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "options.json").read_text())
+    assert options["grad_accum"] == 2 and options["precision"] == "fp32"
+    images = len({json.loads(line)["image"] for line in (synth / "train.jsonl").open()})
+    steps = int(next(csv.DictReader((out / "metrics.csv").open()))["step"])
+    assert steps == -(-images // 2)

@@ -62,8 +62,9 @@ def build_grounding_dino(directory: Path, mm: bool = False, seed: int = 0) -> Pa
     return directory
 
 
-#: A small Grounding DINO that fine-tuning can teach in a minute or two on a CPU (the tiny
-#: one above is for speed, not learning): wider, more heads, four feature levels (the coarsest has anchors of 0.4 of the image), no dropout.
+#: A small Grounding DINO that fine-tuning can teach in minutes on a CPU (the tiny one above
+#: is for speed, not learning): wider, more heads, no dropout, and four feature levels (the
+#: coarsest one's anchors are 0.4 of the image: the encoder's proposals never learn).
 LEARNABLE = dict(
     TINY,
     num_queries=10,

@@ -320,4 +320,5 @@ def test_defaults_are_the_published_fine_tuning_recipes(grounding_dino_dir, mm_g
         options = FinetuneOptions.build(model=str(checkpoint), data="d", out="o")
         assert (options.lr, options.tower_lr, options.grad_clip) == (1e-4, 1e-5, 0.1)
         assert options.weight_decay == 1e-4
-    assert FinetuneOptions.build(model=str(grounding_dino_dir), data="d", out="o", lr=3e-4).lr == 3e-4
+    given = FinetuneOptions.build(model=str(grounding_dino_dir), data="d", out="o", lr=3e-4)
+    assert given.lr == 3e-4

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 #: Family name (``sceneloc models``) -> its recipe ("module:Class"), imported on first use.
 RECIPES: dict[str, str] = {
     "grounding-dino": "sceneloc.training.finetune.grounding_dino:GroundingDinoRecipe",
+    "florence-2": "sceneloc.training.finetune.florence2:Florence2Recipe",
 }
 #: Families that cannot be fine-tuned here, and why (what the user reads).
 NOT_FINETUNABLE: dict[str, str] = {

@@ -83,7 +83,10 @@ class Florence2Recipe(Recipe):
                 "learns: freeze vision (the default) or none"
             )
         self.processor = from_pretrained(AutoProcessor.from_pretrained, checkpoint)
-        return from_pretrained(Florence2ForConditionalGeneration.from_pretrained, checkpoint)
+        model = from_pretrained(Florence2ForConditionalGeneration.from_pretrained, checkpoint)
+        text = model.config.text_config
+        self.decoder_start, self.pad = text.decoder_start_token_id, text.pad_token_id
+        return model
 
     def towers(self) -> dict[str, tuple[str, ...]]:
         """The vision tower is DaViT. Florence-2 has no text tower of its own: its
@@ -136,12 +139,10 @@ class Florence2Recipe(Recipe):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Token-mean cross-entropy of the answers, padding left out."""
         labels = batch["labels"]
-        config = model_config(model).text_config
         logits = model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
-            decoder_input_ids=decoder_inputs(labels, config.decoder_start_token_id,
-                                             config.pad_token_id),
+            decoder_input_ids=decoder_inputs(labels, self.decoder_start, self.pad),
             use_cache=False,
         ).logits  # fmt: skip
         return F.cross_entropy(
@@ -204,8 +205,3 @@ def decoder_inputs(labels: torch.Tensor, start: int, pad: int) -> torch.Tensor:
     shifted[:, 0] = start
     shifted[:, 1:] = labels[:, :-1]
     return shifted.masked_fill(shifted == IGNORE, pad)
-
-
-def model_config(model: nn.Module) -> Any:
-    """The model's config, through the wrappers of distributed training."""
-    return getattr(model, "module", model).config

@@ -196,6 +196,32 @@ def test_the_vision_tower_is_frozen_by_default(checkpoint, shapes, tmp_path, ite
     assert not trained & {id(p) for p in vision.values()}
 
 
+def test_lora_adapts_the_vision_tower_only_when_it_learns(checkpoint, shapes, tmp_path):
+    adapted = {}
+    for freeze in ("vision", "none"):
+        model = options(checkpoint, shapes, tmp_path / freeze, freeze=freeze,
+                        lora_rank=2).make_task().build_model(None)  # fmt: skip
+        trained = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trained and all(".lora_" in n for n in trained)
+        adapted[freeze] = {n for n in trained if ".vision_tower." in n}
+    assert not adapted["vision"] and adapted["none"]
+
+
+def test_gradient_checkpointing_leaves_the_loss_and_gradients(checkpoint, shapes, tmp_path,
+                                                              items):  # fmt: skip
+    grads = []
+    for checkpointing in (False, True):
+        task = options(checkpoint, shapes, tmp_path / str(checkpointing), freeze="none",
+                       gradient_checkpointing=checkpointing).make_task()  # fmt: skip
+        model = task.build_model(None).train()
+        loss = task.loss(model, {"inputs": task.recipe.collate(items[:3])})
+        loss.backward()
+        grads.append((loss.item(), [p.grad for p in model.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    for plain, checkpointed in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(plain, checkpointed, rtol=1e-4, atol=1e-6)
+
+
 def test_what_cannot_be_taught_is_refused(checkpoint, shapes, tmp_path):
     with pytest.raises(TrainingError, match="no text tower"):
         options(checkpoint, shapes, tmp_path / "a", freeze="text").make_task().build_model(None)

@@ -88,10 +88,24 @@ def grounding_dino(directory: Path) -> tuple[Path, dict[str, Any]]:
     return checkpoint, options
 
 
+def florence_2(directory: Path) -> tuple[Path, dict[str, Any]]:
+    """A small random Florence-2 (DaViT + two-layer BART, d_model 64, 64 px input) and the
+    options that teach it: every weight learns (a random vision tower has nothing to keep;
+    the recipe freezes it by default), at a learning rate for a random model."""
+    from checkpoints.florence2 import build_florence2_trainable
+
+    queries = [f"the {name} {kind}" for name in COLOURS for kind in ("square", "circle")]
+    checkpoint = build_florence2_trainable(directory, queries, layers=2)
+    options = dict(epochs=4, repeat=40, batch_size=8, lr=1e-3, freeze="none", augment=False,
+                   lr_schedule="stable-decay", warmup_fraction=0.1)  # fmt: skip
+    return checkpoint, options
+
+
 #: Family -> a function that saves its small random checkpoint in a directory and returns
 #: it with the options that teach it (``repeat``: passes over the samples per epoch).
 FAMILIES: dict[str, Callable[[Path], tuple[Path, dict[str, Any]]]] = {
     "grounding-dino": grounding_dino,
+    "florence-2": florence_2,
 }
 
 

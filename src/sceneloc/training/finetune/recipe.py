@@ -36,6 +36,7 @@ RECIPES: dict[str, str] = {
     "grounding-dino": "sceneloc.training.finetune.grounding_dino:GroundingDinoRecipe",
     "qwen3-vl": "sceneloc.training.finetune.qwen_vl:QwenVLRecipe",
     "clip-rerank": "sceneloc.training.finetune.clip_rerank:ClipRerankRecipe",
+    "florence-2": "sceneloc.training.finetune.florence2:Florence2Recipe",
 }
 #: Families that cannot be fine-tuned here, and why (what the user reads).
 NOT_FINETUNABLE: dict[str, str] = {

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, GradientState
@@ -43,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: Steps between log lines (for runs whose progress nobody watches).
 LOG_EVERY = 50
+#: The shuffle generator's state, in ``state/`` beside Accelerate's.
+SHUFFLE_FILE = "shuffle.pt"
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,9 @@ class Trainer:
             task.check_resume(read_options(out))
         model = task.build_model(out / "last" if state is not None else None)
         dataset = task.dataset()
-        # The shuffle of each epoch follows the seed and the epoch alone, so a resumed run
-        # sees the batches an uninterrupted one would.
-        shuffle = torch.Generator()
+        # The shuffle's generator is saved with the state, so a resumed run sees the batches
+        # an uninterrupted one would.
+        shuffle = torch.Generator().manual_seed(options.seed)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=options.batch_size, shuffle=True, num_workers=options.num_workers,
             collate_fn=task.collator(), generator=shuffle,
@@ -121,6 +122,8 @@ class Trainer:
         self._make_out(state is None)
         if state is not None:
             accelerator.load_state(str(out / "state"))
+            if (out / "state" / SHUFFLE_FILE).is_file():
+                shuffle.set_state(torch.load(out / "state" / SHUFFLE_FILE))
         start_epoch = state.epoch + 1 if state else 0
         step = state.step if state else 0
         best = state.best if state else []
@@ -141,7 +144,6 @@ class Trainer:
             # each one, a count that restarts at 0 in a resumed run: it is told the epoch.
             loader.set_epoch(epoch)
             dataset.set_epoch(epoch)
-            shuffle.manual_seed(epoch_seed(options.seed, epoch))
             model.train()
             losses: list[float] = []
             sizes: list[int] = []  # queries per batch: the epoch's loss is a mean per query
@@ -186,6 +188,8 @@ class Trainer:
                 if accelerator.is_main_process:
                     replace_tree(out / "last", out / "best")
             accelerator.save_state(str(out / "state"))
+            if accelerator.is_main_process:
+                torch.save(shuffle.get_state(), out / "state" / SHUFFLE_FILE)
             seconds = clock.elapsed()  # on every process: the clock is a collective
             if accelerator.is_main_process:
                 write_state(out, RunState(epoch, step, best, seconds))
@@ -303,11 +307,6 @@ def replace_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, partial)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's shuffle."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def accumulation_scale(index: int, batches: int, grad_accum: int) -> float:

@@ -45,7 +45,7 @@ GRAMMAR = [BOS, WORD, WORD, LOW_LOC, LOW_LOC, HIGH_LOC, HIGH_LOC, WORD]
 GRAMMAR += [LOW_LOC, LOW_LOC, HIGH_LOC, HIGH_LOC, END]
 
 
-def bart_tokenizer() -> BartTokenizer:
+def bart_tokenizer(corpus: list[str] = CORPUS) -> BartTokenizer:
     """A small byte-level BPE with BART's special tokens and Florence-2's added tokens."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -55,7 +55,7 @@ def bart_tokenizer() -> BartTokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(CORPUS, trainer)
+    bpe.train_from_iterator(corpus, trainer)
     model = json.loads(bpe.to_str())["model"]
     vocab = {**model["vocab"], "<mask>": len(model["vocab"])}
     locations = [f"<loc_{i}>" for i in range(1000)]
@@ -137,3 +137,44 @@ def _speak_grounding_grammar(model: Florence2ForConditionalGeneration, tokenizer
         rows[:, : len(classes)] = 0.0
         rows[:, token_class] = 8.0
         weights[ids] = rows
+
+
+def build_florence2_trainable(
+    directory: Path,
+    corpus: list[str],
+    seed: int = 0,
+    image_size: int = 64,
+    d_model: int = 64,
+    layers: int = 1,
+) -> Path:
+    """Save a small randomly initialised Florence-2 for fine-tuning tests: no grammar bias
+    (it writes noise until it is taught), a vocabulary learnt from ``corpus`` (the words of
+    the training answers), decoder positions for the backend's longest answer."""
+    tokenizer = bart_tokenizer([*CORPUS, *corpus])
+    image_processor = CLIPImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        image_seq_length=(image_size // 32) ** 2 + 1,
+    )
+    processor = Florence2Processor(
+        image_processor, tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
+    )
+    vision = dict(
+        depths=[1, 1, 1, 1], embed_dim=[8, 16, 32, 64], num_heads=[1, 1, 2, 2],
+        num_groups=[1, 1, 2, 2], window_size=2, projection_dim=d_model, drop_path_rate=0.0,
+    )  # fmt: skip
+    text = dict(
+        model_type="bart", vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers,
+        decoder_layers=layers, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+        max_position_embeddings=300,  # the backend's 256 new tokens, its start, BART's offset
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        bos_token_id=0, pad_token_id=1, eos_token_id=2, decoder_start_token_id=2,
+    )  # fmt: skip
+    config = Florence2Config(
+        text_config=text, vision_config=vision, image_token_id=tokenizer.image_token_id
+    )
+    torch.manual_seed(seed)
+    Florence2ForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -65,6 +65,28 @@ BINS = (1000, 1000)
 Region = tuple[list[float], str, list[int] | None]
 
 
+def prompt_for(processor: Florence2Processor, task: str, text: str = "") -> str:
+    """The encoder input the processor builds for ``task`` (with its input ``text``, if the
+    task takes one) and one image: what the model reads, in inference and in fine-tuning."""
+    templates = {**processor.task_prompts_without_inputs, **processor.task_prompts_with_input}
+    image_tokens = processor.image_token * processor.num_image_tokens
+    tokenizer = processor.tokenizer
+    prompt = templates[task].format(input=text.strip())
+    return f"{image_tokens}{tokenizer.bos_token}{prompt}{tokenizer.eos_token}"
+
+
+def region_text(
+    processor: Florence2Processor, box: np.ndarray | list[float], size: tuple[int, int]
+) -> str:
+    """A pixel box of an image of ``size`` as the model reads and writes it: four location
+    tags, by the processor's own quantisation (1000 bins a side)."""
+    # float64, as the regions sceneloc passes are: float32 may floor a value at a bin's edge
+    # into the bin below.
+    locations = torch.tensor([[float(v) for v in box]], dtype=torch.float64)
+    bins = processor.post_processor.quantize(locations, size)[0]
+    return "".join(f"<loc_{int(b)}>" for b in bins)
+
+
 @register_backend(
     "florence-2",
     tasks=[Task.LOCATE, Task.DESCRIBE],
@@ -125,18 +147,12 @@ class Florence2Backend(Backend):
     def prompt_for(self, task: str, text: str = "") -> str:
         """The encoder input the processor builds for ``task`` (with its input ``text``, if
         the task takes one) and one image."""
-        processor = self.processor
-        templates = {**processor.task_prompts_without_inputs, **processor.task_prompts_with_input}
-        image_tokens = processor.image_token * processor.num_image_tokens
-        tokenizer = processor.tokenizer
-        prompt = templates[task].format(input=text.strip())
-        return f"{image_tokens}{tokenizer.bos_token}{prompt}{tokenizer.eos_token}"
+        return prompt_for(self.processor, task, text)
 
     def region_text(self, box: np.ndarray | list[float], size: tuple[int, int]) -> str:
         """A pixel box of an image of ``size`` as the model reads it: four location tags, by
         the processor's own quantisation."""
-        bins = self.processor.post_processor.quantize(torch.tensor([list(box)]), size)[0]
-        return "".join(f"<loc_{int(b)}>" for b in bins)
+        return region_text(self.processor, box, size)
 
     # --- locate -------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 #: Family name (``sceneloc models``) -> its recipe ("module:Class"), imported on first use.
 RECIPES: dict[str, str] = {
     "grounding-dino": "sceneloc.training.finetune.grounding_dino:GroundingDinoRecipe",
+    "florence-2": "sceneloc.training.finetune.florence2:Florence2Recipe",
     "qwen3-vl": "sceneloc.training.finetune.qwen_vl:QwenVLRecipe",
     "clip-rerank": "sceneloc.training.finetune.clip_rerank:ClipRerankRecipe",
 }

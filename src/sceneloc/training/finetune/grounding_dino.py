@@ -154,8 +154,9 @@ class GroundingDinoRecipe(Recipe):
     defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-4, "backbone_lr": 1e-5, "grad_clip": 0.1, "weight_decay": 1e-4,
     }  # fmt: skip
-    #: The two-stage encoder's proposal layers (``enc_output``, ``encoder_output_bbox_embed``)
-    #: feed only detached tensors, so they never get a gradient.
+    #: transformers detaches the two-stage proposals, so their layers (``enc_output`` and its
+    #: norm, ``encoder_output_bbox_embed``) never get a gradient, nor does Swin's last norm
+    #: (unread): DDP is told (``find_unused_parameters``).
     unused_parameters = True
 
     def load(self, checkpoint: str) -> nn.Module:
@@ -171,7 +172,8 @@ class GroundingDinoRecipe(Recipe):
         if not hasattr(model.config, "focal_alpha"):
             raise TrainingError(f"{checkpoint} is not a Grounding DINO checkpoint")
         self.max_text_len = int(getattr(model.config, "max_text_len", 256))
-        # The native training supervises every decoder layer; transformers' default does not.
+        # The native training supervises every decoder layer; transformers' default does not
+        # (saved in the config, read only by the loss).
         model.config.auxiliary_loss = True
         model.loss_function = per_image_loss
         self.lora_targets = lora_targets_of(model, sum(self.towers().values(), ()))

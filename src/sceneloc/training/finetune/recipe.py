@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 #: Family name (``sceneloc models``) -> its recipe ("module:Class"), imported on first use.
 RECIPES: dict[str, str] = {
     "grounding-dino": "sceneloc.training.finetune.grounding_dino:GroundingDinoRecipe",
+    "florence-2": "sceneloc.training.finetune.florence2:Florence2Recipe",
     "qwen3-vl": "sceneloc.training.finetune.qwen_vl:QwenVLRecipe",
     "clip-rerank": "sceneloc.training.finetune.clip_rerank:ClipRerankRecipe",
-    "florence-2": "sceneloc.training.finetune.florence2:Florence2Recipe",
 }
 #: Families that cannot be fine-tuned here, and why (what the user reads).
 NOT_FINETUNABLE: dict[str, str] = {

@@ -118,13 +118,15 @@ class FinetuneTask(TrainingTask):
         return FinetuneCollator(self.recipe)
 
     def parameter_groups(self, model: nn.Module) -> list[tuple[list[nn.Parameter], float]]:
-        """The towers learn at ``backbone_lr``, the rest at ``lr``."""
+        """The towers learn at ``backbone_lr``, the rest at ``lr``; LoRA adapters, new
+        weights wherever they sit, at ``lr``."""
         prefixes = sum(self.recipe.towers().values(), ())
         towers: list[nn.Parameter] = []
         rest: list[nn.Parameter] = []
         for name, parameter in base_model(model).named_parameters():
             if parameter.requires_grad:
-                (towers if name.startswith(prefixes) else rest).append(parameter)
+                in_tower = name.startswith(prefixes) and ".lora_" not in name
+                (towers if in_tower else rest).append(parameter)
         scale = self.options.tower_lr / self.options.lr if self.options.lr else 0.0
         return [(rest, 1.0), (towers, scale)]
 

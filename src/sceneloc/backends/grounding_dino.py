@@ -9,6 +9,7 @@ is faster (``benchmarks/queries_per_call.py``), so that is the default there.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,11 +29,16 @@ from sceneloc.backends.base import Backend, from_pretrained, to_model
 from sceneloc.candidates import Candidates
 from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend
 
+#: What the model reads as the end of a phrase ("." and "?"); inside a query, a comma.
+PHRASE_ENDS = re.compile(r"[.?]")
+
 
 def prompt_for(query: str) -> str:
-    """The prompt form the model was trained on: lower case, ending with a period."""
-    text = query.strip().lower()
-    return text if text.endswith(".") else f"{text}."
+    """The prompt form the model was trained on: lower case, ending with a period. A "."
+    or "?" inside the query ("the u.s. flag", "which one? the red") would end a phrase and
+    make several of one query, so it becomes a comma."""
+    text = query.strip().lower().rstrip(".? ")
+    return PHRASE_ENDS.sub(",", text) + "."
 
 
 class SharedBackbone:

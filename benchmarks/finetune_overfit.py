@@ -85,7 +85,7 @@ def grounding_dino(directory: Path, seed: int = 0) -> tuple[Path, dict[str, Any]
     from checkpoints.grounding_dino import build_learnable_grounding_dino
 
     checkpoint = build_learnable_grounding_dino(directory, seed=seed, two_stage=False)
-    options = dict(epochs=16, repeat=6, batch_size=4, lr=1e-3, backbone_lr=1e-3, grad_clip=1.0,
+    options = dict(epochs=28, repeat=6, batch_size=4, lr=1e-3, backbone_lr=1e-3, grad_clip=1.0,
                    augment=False, lr_schedule="stable-decay", warmup_fraction=0.05,
                    scenes={"scenes": 10, "shapes": 1})  # fmt: skip
     return checkpoint, options

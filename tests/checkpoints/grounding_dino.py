@@ -16,6 +16,7 @@ from transformers import (
     SwinConfig,
 )
 
+import sceneloc.backends.grounding_dino_compat  # noqa: F401 (single-stage models build)
 from checkpoints.wordpiece import bert_tokenizer
 
 TINY = dict(
@@ -89,7 +90,8 @@ def build_learnable_grounding_dino(
     stages: tuple[str, ...] = ("stage2", "stage3"),
     **overrides,
 ) -> Path:
-    """Save a small randomly initialised (MM-)Grounding-DINO sized for overfitting tests."""
+    """Save a small randomly initialised (MM-)Grounding-DINO sized for overfitting tests
+    (``two_stage=False`` in ``overrides``: a single-stage one, whose boxes start small)."""
     config_cls, model_cls = (
         (MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
         if mm
@@ -109,6 +111,23 @@ def build_learnable_grounding_dino(
     )
     torch.manual_seed(seed)
     model = model_cls(config).eval()
+    if not config.two_stage:
+        start_small(model)
     model.save_pretrained(directory)
     GroundingDinoProcessor(image_processor, bert_tokenizer()).save_pretrained(directory)
     return directory
+
+
+def start_small(model: torch.nn.Module, side: float = 0.25) -> None:
+    """Make a single-stage model's first boxes its learned reference boxes, ``side`` of the
+    image wide and high at random centres (the box heads' last layers start at zero, as the
+    original DINO initialises them): transformers' reference boxes start near half the image
+    in its middle, where a random model finds a large object by chance; a quarter-side box
+    overlaps a shape of 0.36 of the side or more (the overfit benchmark's) with IoU < 0.5."""
+    with torch.no_grad():
+        for head in model.bbox_embed:
+            head.layers[-1].weight.zero_()
+            head.layers[-1].bias.zero_()
+        points = model.model.reference_points.weight
+        points[:, 2:] = torch.logit(torch.tensor(side))
+        points[:, :2] = torch.logit(torch.empty_like(points[:, :2]).uniform_(0.2, 0.8))

@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tokenizers.pre_tokenizers import ByteLevel
 from torch.nn import functional as F
 from transformers import (
     CLIPConfig,
@@ -55,7 +54,10 @@ from transformers import (
     RTDetrResNetConfig,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 import sceneloc
+from checkpoints.clip import BOS, EOS, clip_vocabulary
 from sceneloc.backends.clip_rerank import ClipRerankBackend, square_crop
 from sceneloc.data import read_samples, write_samples
 from sceneloc.data.synth.vocab import COLORS, PLURALS, SHAPES, SIZE_WORDS
@@ -69,7 +71,6 @@ DOMAIN_B = {"colors": "orange,cyan,purple,pink", "shapes": "star,hexagon,diamond
 SCENES = {"size": 192, "object-size-base": 320, "min-objects": 8, "max-objects": 16,
           "query-types": "attribute"}  # fmt: skip
 CROP = 32
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 #: Whole words of the tokenizer ("medium-sized" is pre-tokenized as "medium", "-", "sized").
 WORDS = ("the", "a", "shape", "-", *COLORS, *SHAPES, *PLURALS.values(),
          *(p for words in SIZE_WORDS.values() for w in words for p in w.split("-")))  # fmt: skip
@@ -98,19 +99,7 @@ def split_file(root: Path, split: str) -> Path:
 
 def tokenizer() -> CLIPTokenizer:
     """A byte-level BPE with a whole token for each word of the synthetic vocabulary."""
-    alphabet = sorted(ByteLevel.alphabet())
-    tokens = alphabet + [c + "</w>" for c in alphabet]
-    merges: list[tuple[str, str]] = []
-    for word in WORDS:
-        pieces = [*word[:-1], word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merge, merged = (pieces[0], pieces[1]), pieces[0] + pieces[1]
-            if merge not in merges:
-                merges.append(merge)
-                tokens.append(merged)
-            pieces = [merged, *pieces[2:]]
-    tokens += [BOS, EOS]
-    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    vocab, merges = clip_vocabulary(WORDS)
     return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=EOS, model_max_length=TEXT_LENGTH)
 
 

@@ -31,12 +31,14 @@ WORDS = (
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
-def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A byte-level BPE vocabulary with a merge path for each of :data:`WORDS`."""
+def clip_vocabulary(
+    words: tuple[str, ...] = WORDS,
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary with a merge path for each of ``words``."""
     alphabet = sorted(ByteLevel.alphabet())  # '!' first, id 0, as in CLIP's vocabulary
     tokens = alphabet + [c + "</w>" for c in alphabet]
     merges: list[tuple[str, str]] = []
-    for word in WORDS:
+    for word in words:
         pieces = [*word[:-1], word[-1] + "</w>"]
         while len(pieces) > 1:
             merge, merged = (pieces[0], pieces[1]), pieces[0] + pieces[1]
@@ -45,7 +47,7 @@ def clip_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
                 tokens.append(merged)
             pieces = [merged, *pieces[2:]]
     tokens += [BOS, EOS]
-    return {token: index for index, token in enumerate(tokens)}, merges
+    return {token: index for index, token in enumerate(dict.fromkeys(tokens))}, merges
 
 
 def clip_tokenizer(max_length: int, pad_token: str = EOS) -> CLIPTokenizer:

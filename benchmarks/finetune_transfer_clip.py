@@ -48,16 +48,12 @@ from transformers import (
     CLIPModel,
     CLIPProcessor,
     CLIPTokenizer,
-    RTDetrConfig,
-    RTDetrForObjectDetection,
-    RTDetrImageProcessorPil,
-    RTDetrResNetConfig,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import sceneloc
-from checkpoints.clip import BOS, EOS, clip_vocabulary
+from checkpoints.clip import BOS, EOS, build_rt_detr, clip_vocabulary
 from sceneloc.backends.clip_rerank import ClipRerankBackend, square_crop
 from sceneloc.data import read_samples, write_samples
 from sceneloc.data.synth.vocab import COLORS, PLURALS, SHAPES, SIZE_WORDS
@@ -111,22 +107,6 @@ def small_clip(vocab_size: int, bos: int, eos: int) -> CLIPModel:
                   num_hidden_layers=2, num_attention_heads=4)  # fmt: skip
     torch.manual_seed(0)
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=64))
-
-
-def placeholder_detector(directory: Path) -> Path:
-    """A tiny random RT-DETR: the pipeline names a detector, the oracle proposes instead."""
-    backbone = RTDetrResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64],
-                                  depths=[1, 1, 1, 1], layer_type="basic",
-                                  out_features=["stage2", "stage3", "stage4"])  # fmt: skip
-    config = RTDetrConfig(backbone_config=backbone, encoder_hidden_dim=16,
-                          encoder_in_channels=[16, 32, 64], encoder_ffn_dim=32,
-                          encoder_attention_heads=2, d_model=16, decoder_in_channels=[16, 16, 16],
-                          decoder_ffn_dim=32, decoder_layers=1, decoder_attention_heads=2,
-                          decoder_n_points=2, num_queries=20, num_denoising=0,
-                          num_labels=3)  # fmt: skip
-    RTDetrForObjectDetection(config).save_pretrained(directory)
-    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(directory)
-    return directory
 
 
 def scenes(root: Path, split: str | None = None) -> list[dict[str, Any]]:
@@ -275,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             untrained_clip(clip)
         else:
             pretrain_clip(data_a, clip, args.clip_steps)
-        placeholder_detector(pipeline / "detector")
+        build_rt_detr(pipeline / "detector")  # a placeholder: the oracle proposes
         config = {"model_type": "sceneloc-clip-rerank", "clip": "clip", "detector": "detector",
                   "max_proposals": 100}  # fmt: skip
         (pipeline / "config.json").write_text(json.dumps(config, indent=2))

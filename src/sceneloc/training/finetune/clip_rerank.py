@@ -35,15 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import (
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForObjectDetection,
-    AutoProcessor,
-    PreTrainedModel,
-)
+from transformers import PreTrainedModel
 
-from sceneloc.backends.base import from_pretrained
 from sceneloc.backends.clip_head import HEAD_DIR, ClipRerankHead, HeadConfig, box_features
 from sceneloc.backends.clip_rerank import (
     DEFAULT_DETECTOR,
@@ -148,17 +141,13 @@ class ClipRerankRecipe(Recipe):
             )
         checkpoint = resolve(checkpoint, "locate").checkpoint
         clip_name, detector_name, settings = read_pipeline(checkpoint)
-        detector_name = detector_name or DEFAULT_DETECTOR
-        self.processor = from_pretrained(AutoProcessor.from_pretrained, clip_name)
-        self.detector_processor = from_pretrained(AutoImageProcessor.from_pretrained, detector_name)
-        clip = from_pretrained(AutoModel.from_pretrained, clip_name)
-        detector = from_pretrained(AutoModelForObjectDetection.from_pretrained, detector_name)
         head_dir = settings.pop("head", None)
-        self.fresh_head = head_dir is None
-        if head_dir is None:
-            head = ClipRerankHead(HeadConfig(embed_dim=int(clip.config.projection_dim)))
-        else:
-            head = ClipRerankHead.load(head_dir)
+        loaded = ClipRerankBackend.from_pretrained(checkpoint, torch.device("cpu"), torch.float32)
+        self.processor, self.detector_processor = loaded.processor, loaded.detector_processor
+        self.fresh_head = loaded.head is None
+        clip, detector = loaded.clip, loaded.detector
+        head = loaded.head or ClipRerankHead(HeadConfig(embed_dim=int(clip.config.projection_dim)))
+        detector_name = detector_name or DEFAULT_DETECTOR
         self.names = {"clip": portable(clip_name), "detector": portable(detector_name)}
         self.settings = settings
         logger.info(

@@ -9,7 +9,6 @@ image left-right only when its query says nothing of left and right.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,23 +20,25 @@ from sceneloc.data.scenes import Scenes, scenes_beside
 from sceneloc.errors import SceneLocError
 from sceneloc.images import load_image
 from sceneloc.training.finetune.recipe import FinetuneItem
-from sceneloc.training.native.dataset import AbsentSampler, ImageGroup, group_by_image
+from sceneloc.training.native.dataset import (
+    SIDE_WORDS,
+    AbsentSampler,
+    ImageGroup,
+    group_by_image,
+)
 from sceneloc.training.native.queries import absent_sampler_for
 from sceneloc.training.options import TrainingError
 
-#: Words that make a query about left and right: its image is never flipped.
-SIDE_WORDS = re.compile(r"\b(left|right|leftmost|rightmost)\b", re.IGNORECASE)
 #: How far (pixels) a box may reach past its image's edge before it is refused (rounding).
 EDGE_TOLERANCE = 1.0
 
 
 @dataclass
 class TrainingSamples:
-    """The checked samples of a file, grouped by image, with each image's size."""
+    """The checked samples of a file, grouped by image, and the file's scenes if any."""
 
     samples: list[Sample]
     groups: list[ImageGroup]
-    sizes: dict[Path, tuple[int, int]]
     scenes: Scenes | None
 
 
@@ -71,8 +72,7 @@ def read_training_samples(path: str | Path) -> TrainingSamples:
                     f"{path}: sample {sample.id}: box {list(box)} is not inside its "
                     f"{width} x {height} image"
                 )
-    return TrainingSamples(samples, group_by_image(samples, path.parent), sizes,
-                           scenes_beside(path))  # fmt: skip
+    return TrainingSamples(samples, group_by_image(samples, path.parent), scenes_beside(path))
 
 
 class FinetuneDataset:

@@ -96,12 +96,11 @@ class QwenVLRecipe(Recipe):
             if name.startswith(LANGUAGE[0]) and isinstance(module, nn.Linear)
             and name.rsplit(".", 1)[-1] in LANGUAGE_LINEARS
         )  # fmt: skip
-        # Whole parameter names rather than prefixes, so that LoRA's adapters, added inside the
-        # language model afterwards, learn at ``lr`` as the new weights they are.
+        # The vision encoder by whole parameter names: the mergers inside it are not of it.
         names = [name for name, _ in model.named_parameters()]
         self._towers = {
             "vision": tuple(n for n in names if n.startswith(VISION) and not n.startswith(MERGERS)),
-            "text": tuple(n for n in names if n.startswith(LANGUAGE)),
+            "text": LANGUAGE,
         }
         return model
 

@@ -31,12 +31,13 @@ logger = logging.getLogger(__name__)
 
 #: Words swapped when an image is flipped left-right, so the query stays true.
 MIRRORED = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost"}
-_MIRROR_PATTERN = re.compile(r"\b(" + "|".join(MIRRORED) + r")\b", re.IGNORECASE)
+#: The words :data:`MIRRORED` swaps: a query holding one is about left and right.
+SIDE_WORDS = re.compile(r"\b(" + "|".join(MIRRORED) + r")\b", re.IGNORECASE)
 
 
 def mirror_query(query: str) -> str:
     """The query that is true of the left-right mirrored image."""
-    return _MIRROR_PATTERN.sub(lambda m: MIRRORED[m.group(0).lower()], query)
+    return SIDE_WORDS.sub(lambda m: MIRRORED[m.group(0).lower()], query)
 
 
 @dataclass

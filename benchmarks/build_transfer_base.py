@@ -62,10 +62,6 @@ MODEL = {
     "encoder_n_points": 4,
     "decoder_n_points": 4,
     "max_text_len": 32,
-    # transformers' two-stage encoder picks its proposals with layers that never get a
-    # gradient (its encoder-stage loss sees detached tensors): harmless when fine-tuning a
-    # pretrained model, fatal when training from random weights. Learned queries instead.
-    "two_stage": False,
 }
 SWIN = {
     "embed_dim": 32,

@@ -10,11 +10,18 @@ what its images would learn one at a time:
   image on a query is scored against another query's tokens;
 - it divides the whole batch's loss by the batch's box count (averaged over processes), so
   an image's weight depends on what else is in its batch; here each image's loss is divided
-  by its own box count (at least one), which needs no exchange between processes either.
+  by its own box count (at least one), which needs no exchange between processes either;
+- its encoder-stage term scores the learned query embeddings against the text and the
+  selected proposals' boxes detached, so the layers that propose (``enc_output``,
+  ``encoder_output_bbox_embed``) never learn. Here, as in the original Grounding DINO's
+  ``interm_outputs``, that term is taken on the selected proposals' own scores and boxes,
+  undetached: a model trained from random weights learns where to look, and fine-tuning on
+  new words moves the proposals to them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, ClassVar
 
@@ -114,10 +121,14 @@ def per_image_loss(
     outputs_coord: torch.Tensor | None = None,
     encoder_logits: torch.Tensor | None = None,
     encoder_pred_boxes: torch.Tensor | None = None,
+    proposals: EncoderProposals | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list | None]:
     """The mean over the batch of each image's own loss; takes and returns what
     transformers' ``GroundingDinoForObjectDetectionLoss`` does (the model's
-    ``loss_function``), so the model's ``forward`` computes it."""
+    ``loss_function``), so the model's ``forward`` computes it. With ``proposals`` the
+    encoder stage's term is on the proposals' own scores and boxes."""
+    if proposals is not None and config.two_stage:
+        encoder_logits, encoder_pred_boxes = proposals.selected(config.num_queries)
     totals, parts = [], []
     for i, target in enumerate(labels):
         one = slice(i, i + 1)
@@ -133,6 +144,28 @@ def per_image_loss(
     loss_dict = {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]}
     auxiliary = _set_aux_loss(outputs_class, outputs_coord) if config.auxiliary_loss else None
     return torch.stack(totals).mean(), loss_dict, auxiliary
+
+
+class EncoderProposals:
+    """The encoder stage's per-pixel scores and boxes of the model's last forward (a hook on
+    its base model, which computes them and returns them undetached), and the ones it
+    selected as the decoder's queries."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.outputs: Any = None
+        model.model.register_forward_hook(self._catch)
+
+    def _catch(self, module: nn.Module, args: Any, outputs: Any) -> None:
+        self.outputs = outputs
+
+    def selected(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top ``count`` proposals' token logits and boxes, picked as the model picks
+        them (by their best token's score)."""
+        outputs, self.outputs = self.outputs, None
+        scores, coordinates = outputs.enc_outputs_class, outputs.enc_outputs_coord_logits
+        top = scores.max(-1).values.topk(count, dim=1).indices.unsqueeze(-1)
+        logits = scores.gather(1, top.expand(-1, -1, scores.shape[-1]))
+        return logits, coordinates.gather(1, top.expand(-1, -1, 4)).sigmoid()
 
 
 def lora_targets_of(model: nn.Module, towers: tuple[str, ...]) -> tuple[str, ...]:
@@ -154,9 +187,8 @@ class GroundingDinoRecipe(Recipe):
     defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-4, "backbone_lr": 1e-5, "grad_clip": 0.1, "weight_decay": 1e-4,
     }  # fmt: skip
-    #: transformers detaches the two-stage proposals, so their layers (``enc_output`` and its
-    #: norm, ``encoder_output_bbox_embed``) never get a gradient, nor does Swin's last norm
-    #: (unread): DDP is told (``find_unused_parameters``).
+    #: Swin's last norm is never read, and a single-stage model's encoder-stage layers are
+    #: never used: DDP is told (``find_unused_parameters``).
     unused_parameters = True
 
     def load(self, checkpoint: str) -> nn.Module:
@@ -175,7 +207,7 @@ class GroundingDinoRecipe(Recipe):
         # The native training supervises every decoder layer; transformers' default does not
         # (saved in the config, read only by the loss).
         model.config.auxiliary_loss = True
-        model.loss_function = per_image_loss
+        model.loss_function = functools.partial(per_image_loss, proposals=EncoderProposals(model))
         self.lora_targets = lora_targets_of(model, sum(self.towers().values(), ()))
         return model
 

@@ -65,7 +65,13 @@ def test_nothing_above_threshold_gives_none(grounder, scene):
     assert result.box is None and result.score is None and len(result.candidates) == 0
     assert not result.found
     assert result.crop() is None
-    assert result.to_dict() == {"query": "a unicorn", "box": None, "score": None, "candidates": []}
+    assert result.to_dict() == {
+        "query": "a unicorn",
+        "box": None,
+        "score": None,
+        "candidates": [],
+        "targets": [],
+    }
 
 
 def test_boxes_are_in_exif_oriented_pixels(grounder, scene):

@@ -73,7 +73,7 @@ def test_one_line_per_image_and_query_and_one_per_unreadable_image(folder, refer
         if "error" in record:
             assert set(record) == {"image", "error"} and "\n" not in record["error"]
             continue
-        assert list(record) == ["image", "query", "box", "score", "candidates"]
+        assert list(record) == ["image", "query", "box", "score", "candidates", "targets"]
         assert len(record["box"]) == 4
         assert record["candidates"][0] == {"box": record["box"], "score": record["score"],
                                            "label": record["query"]}  # fmt: skip

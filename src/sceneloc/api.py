@@ -7,11 +7,12 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sceneloc.backends.base import Backend
 from sceneloc.boxes import Box
@@ -20,8 +21,13 @@ from sceneloc.errors import InvalidBoxError, InvalidQueryError, SceneLocError
 from sceneloc.images import ImageInput, load_image
 from sceneloc.registry import Capability, ModelSettings, Task, as_task, default_model, resolve
 from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
+from sceneloc.tiling import TileSetting, parse_overlap, parse_tiles
 
 logger = logging.getLogger(__name__)
+
+#: A backend's ``predict`` with a call's options bound: (image, queries, threshold) ->
+#: the candidates of each query.
+Predict = Callable[[Image.Image, list[str], float], list[Candidates]]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -161,34 +167,64 @@ class Grounder(TaskModel):
         queries: str | Sequence[str],
         threshold: float | None = None,
         top_k: int = 5,
+        *,
+        tiles: TileSetting | str = "off",
+        tile_overlap: float = 0.2,
+        events: bool = False,
         **options,
     ) -> LocateAnswer:
         """Find what each query describes: the answer for the image, one result per query.
 
         ``image`` is a path, raw bytes or a PIL image. ``threshold`` defaults to the
-        backend's own; ``top_k`` caps the ranked candidates kept per query. Extra keyword
-        ``options`` go to the backend's ``predict`` for this call (for example
-        ``max_pixels=`` for Qwen-VL).
+        backend's own; ``top_k`` caps the ranked candidates kept per query. ``tiles``
+        (``"auto"``, ``"off"`` or a tile side in pixels) and ``tile_overlap`` (a fraction of
+        the tile) look at a large image tile by tile as well as whole. ``events`` answers a
+        query naming several participants with the box around all of them, each
+        participant's box in the result's ``parts``. Extra keyword ``options`` go to the
+        backend's ``predict`` for this call (for example ``max_pixels=`` for Qwen-VL).
         """
         texts = normalize_queries(queries)
         if top_k < 1:
             raise SceneLocError(f"top_k must be at least 1, got {top_k}")
+        tiling_setting = parse_tiles(tiles)
+        overlap = parse_overlap(tile_overlap)
         threshold = self.backend.default_threshold if threshold is None else float(threshold)
         picture = load_image(image).image
         started = time.perf_counter()
         with torch.inference_mode():
-            raw = self.backend.predict(picture, texts, threshold, **options)
+            predict = self._predictor(tiling_setting, overlap, options)
+            if events:
+                results = self._events(predict, picture, texts, threshold, top_k)
+            else:
+                results = [
+                    LocateResult(text, rank(found, picture.size, threshold, top_k), picture)
+                    for text, found in zip(texts, predict(picture, texts, threshold))
+                ]
         timing_ms = (time.perf_counter() - started) * 1000
         return LocateAnswer(
             image=picture,
-            results=tuple(
-                LocateResult(text, rank(found, picture.size, threshold, top_k), picture)
-                for text, found in zip(texts, raw)
-            ),
+            results=tuple(results),
             model=self.name,
             path=str(image) if isinstance(image, str | os.PathLike) else None,
             timing_ms=timing_ms,
         )
+
+    def _predictor(self, tiles: TileSetting, overlap: float, options: dict) -> Predict:
+        """The backend's ``predict`` with this call's options; tiled where asked.
+        SKELETON: the tiling helper makes ``tiles`` work."""
+        if tiles not in ("off", "auto"):
+            raise SceneLocError("tiling is not built yet")
+
+        def predict(image, queries, threshold):
+            return self.backend.predict(image, queries, threshold, **options)
+
+        return predict
+
+    def _events(
+        self, predict: Predict, image, texts: list[str], threshold: float, top_k: int
+    ) -> list[LocateResult]:
+        """SKELETON: the events helper makes ``events=True`` work."""
+        raise SceneLocError("event boxes are not built yet")
 
 
 class Describer(TaskModel):

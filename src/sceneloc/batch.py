@@ -15,11 +15,12 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -91,6 +92,8 @@ def read_queries(path: str | os.PathLike) -> list[str]:
 
 #: The keys of a result line and of an error line; anything else is not this job's file.
 RESULT_KEYS = frozenset({"image", "query", "box", "score", "candidates"})
+#: Keys a result line may have too (files written before them lack them).
+OPTIONAL_RESULT_KEYS = frozenset({"targets", "parts"})
 ERROR_KEYS = frozenset({"image", "error"})
 
 
@@ -127,7 +130,7 @@ def read_finished(out: Path) -> Finished:
                 except ValueError:
                     record = None
                 keys = set(record) if isinstance(record, dict) else set()
-                if keys == RESULT_KEYS:
+                if RESULT_KEYS <= keys <= RESULT_KEYS | OPTIONAL_RESULT_KEYS:
                     pairs.add((record["image"], record["query"]))
                 elif keys == ERROR_KEYS:
                     failed.add(record["image"])
@@ -158,6 +161,7 @@ def run_batch(
     workers: int = 2,
     threshold: float | None = None,
     top_k: int = 5,
+    locate_options: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> BatchSummary:
     """Ask every query about every image, appending the answers to ``out`` as they come.
@@ -166,6 +170,7 @@ def run_batch(
     Under ``accelerate launch`` (or ``torchrun``) process ``i`` of ``n`` takes ``images[i::n]``
     and all append to the same ``out``. With ``crops``, each found query's region is saved as
     ``<image stem>.<query slug>.png`` before its line is written, so a written line has its crop.
+    ``locate_options`` go to every ``locate`` call (``tiles``, ``tile_overlap``, ``events``).
     """
     texts = list(dict.fromkeys(normalize_queries(queries)))
     state = process_state()
@@ -199,7 +204,9 @@ def run_batch(
                 append({"image": image, "error": " ".join(str(loaded).split())})
                 errors += 1
             else:
-                answer = grounder.locate(loaded.image, todo[image], threshold, top_k)
+                answer = grounder.locate(
+                    loaded.image, todo[image], threshold, top_k, **(locate_options or {})
+                )
                 for result in answer:
                     if crops is not None:
                         _save_crop(result, crops / f"{Path(image).stem}.{slug(result.query)}.png")

@@ -42,3 +42,11 @@ class TaskNotSupportedError(UnsupportedModelError):
 
 class DataFormatError(SceneLocError):
     """A dataset or predictions file is malformed; the message names the file and record."""
+
+
+class InvalidOptionError(SceneLocError):
+    """An option has a value it cannot take (a tile size of 0, a negative overlap)."""
+
+
+class CalibrationError(SceneLocError):
+    """A calibration file is missing, unreadable or not one sceneloc wrote."""

@@ -45,17 +45,36 @@ def slug(text: str, limit: int = 40) -> str:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One participant of an event box: the phrase that names it, its box and score."""
+
+    phrase: str
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True)
 class LocateResult:
     """The answer to one query on one image.
 
     ``candidates`` are ranked best first; ``box`` and ``score`` are the best one's, or
-    ``None`` when no candidate reached the threshold. ``image`` is the upright RGB image the
-    boxes (and, from models that segment, the candidates' masks) refer to.
+    ``None`` when no candidate reached the threshold. ``targets`` are the boxes of every
+    thing the query refers to ("all the red umbrellas" may have several, a description of
+    something absent none); left out, the best candidate alone. ``parts`` are the
+    participants of an event box (``locate(..., events=True)``), each with its own box.
+    ``image`` is the upright RGB image the boxes (and, from models that segment, the
+    candidates' masks) refer to.
     """
 
     query: str
     candidates: Candidates
     image: Image.Image = field(repr=False, compare=False)
+    targets: Candidates = None  # type: ignore[assignment]  # set in __post_init__
+    parts: tuple[Part, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.targets is None:
+            object.__setattr__(self, "targets", self.candidates[:1])
 
     @property
     def best(self) -> Candidate | None:
@@ -77,12 +96,14 @@ class LocateResult:
 
     def to_record(self, exact: bool = False, masks: bool = False) -> ResultRecord:
         return result_record(
-            self.query, self.box, self.score, self.candidates, exact=exact, masks=masks
-        )
+            self.query, self.box, self.score, self.candidates, targets=self.targets,
+            parts=self.parts, exact=exact, masks=masks,
+        )  # fmt: skip
 
     def to_dict(self, masks: bool = False) -> dict[str, Any]:
-        """``{"query", "box", "score", "candidates"}``, as in ``sceneloc locate --json``;
-        ``masks`` adds each candidate's ``mask`` (COCO RLE) where the model segments."""
+        """``{"query", "box", "score", "candidates", "targets"}`` (and ``parts`` for an event
+        box), as in ``sceneloc locate --json``; ``masks`` adds each candidate's ``mask``
+        (COCO RLE) where the model segments."""
         return self.to_record(masks=masks).model_dump()
 
     def crop(self, index: int = 0, masked: bool = False) -> Image.Image | None:

@@ -21,8 +21,10 @@ from sceneloc.boxes import Box
 from sceneloc.masks import encode_rle
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sceneloc.candidates import Candidates
-    from sceneloc.results import DescribeAnswer, LocateAnswer
+    from sceneloc.results import DescribeAnswer, LocateAnswer, Part
 
 BOX_DESCRIPTION = "[x1, y1, x2, y2] in pixels of the upright image, clipped to it"
 #: Decimals kept on the wire; predictions files keep exact floats (``exact=True``) so that
@@ -49,6 +51,12 @@ class CandidateRecord(BaseModel):
     )
 
 
+class PartRecord(BaseModel):
+    phrase: str = Field(description="The words of the query naming this participant.")
+    box: Box = Field(description=BOX_DESCRIPTION, min_length=4, max_length=4)
+    score: float | None = Field(description="The participant's own score.")
+
+
 class ResultRecord(BaseModel):
     query: str = Field(description="The query, whitespace normalised.")
     box: Box | None = Field(description="Best candidate's box; null if none reaches the threshold.")
@@ -56,6 +64,18 @@ class ResultRecord(BaseModel):
     candidates: list[CandidateRecord] | None = Field(
         description="Ranked best first, at most top_k; null only in a predictions file whose "
         "source gave no ranking."
+    )
+    targets: list[CandidateRecord] | None = Field(
+        default=None,
+        description="Every thing the query refers to, best first: several for a query about "
+        "several things, none when it is not there; usually the best candidate alone. Null "
+        "only in a predictions file whose source gave no targets.",
+    )
+    parts: list[PartRecord] | None = Field(
+        default=None,
+        exclude_if=lambda parts: parts is None,
+        description="An event box's participants, each with its own box; present only for "
+        "event boxes (events=true).",
     )
 
 
@@ -103,25 +123,39 @@ def result_record(
     score: float | None,
     candidates: Candidates | None,
     *,
+    targets: Candidates | None = None,
+    parts: Sequence[Part] = (),
     exact: bool = False,
     masks: bool = False,
 ) -> ResultRecord:
     """The record of one query's answer; ``exact`` keeps full floats (predictions files),
     ``masks`` adds each candidate's mask as RLE where the model gave one."""
     decimals = None if exact else SCORE_DECIMALS
-    ranked = None
-    if candidates is not None:
-        ranked = [
+
+    def records(found: Candidates | None) -> list[CandidateRecord] | None:
+        if found is None:
+            return None
+        return [
             CandidateRecord(
                 box=_box(c.box, exact),
                 score=_number(c.score, decimals),
                 label=c.label,
                 mask=encode_rle(c.mask) if masks and c.mask is not None else None,
             )
-            for c in candidates
+            for c in found
         ]
+
     return ResultRecord(
-        query=query, box=_box(box, exact), score=_number(score, decimals), candidates=ranked
+        query=query,
+        box=_box(box, exact),
+        score=_number(score, decimals),
+        candidates=records(candidates),
+        targets=records(targets),
+        parts=[
+            PartRecord(phrase=p.phrase, box=_box(p.box, exact), score=_number(p.score, decimals))
+            for p in parts
+        ]
+        or None,
     )
 
 

@@ -8,13 +8,19 @@ from typing import Annotated
 import typer
 
 from sceneloc.cli.common import (
+    CalibrationFile,
     Device,
     Dtype,
+    Events,
     MaxPixels,
     Threshold,
+    TileOverlap,
+    Tiles,
     TopK,
+    calibration_options,
     console,
     fail,
+    locate_options,
     model_options,
 )
 from sceneloc.errors import SceneLocError
@@ -51,6 +57,10 @@ def batch(
     device: Device = "auto",
     dtype: Dtype = "auto",
     max_pixels: MaxPixels = None,
+    tiles: Tiles = "off",
+    tile_overlap: TileOverlap = 0.2,
+    events: Events = False,
+    calibration: CalibrationFile = None,
 ) -> None:
     """Ask the same queries about many images; run it again to resume where it stopped."""
     import sceneloc
@@ -64,11 +74,15 @@ def batch(
     try:
         paths = jobs.expand_images(images)
         texts = sceneloc.api.normalize_queries(query or jobs.read_queries(queries))
+        how = locate_options(tiles, tile_overlap, events)
         jobs.read_finished(out)  # a bad --out fails before the model loads
-        grounder = sceneloc.load(model, device=device, dtype=dtype, **model_options(max_pixels))
+        grounder = sceneloc.load(
+            model, device=device, dtype=dtype, **model_options(max_pixels),
+            **calibration_options(calibration),
+        )  # fmt: skip
         summary = jobs.run_batch(
             grounder, paths, texts, out,
-            crops=crops, workers=workers, threshold=threshold, top_k=top_k,
+            crops=crops, workers=workers, threshold=threshold, top_k=top_k, locate_options=how,
         )  # fmt: skip
     except SceneLocError as exc:
         raise fail(str(exc)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -57,6 +58,45 @@ MaxPixels = Annotated[
 def model_options(max_pixels: int | None) -> dict[str, int]:
     """The backend options the user set on the command line (none when left at defaults)."""
     return {} if max_pixels is None else {"max_pixels": max_pixels}
+
+
+Tiles = Annotated[
+    str,
+    typer.Option(
+        help="Look at a large image tile by tile as well as whole: auto (when it is much "
+        "larger than the model's input), off, or a tile side in pixels."
+    ),
+]
+TileOverlap = Annotated[
+    float, typer.Option(help="How much neighbouring tiles overlap, as a fraction of a tile.")
+]
+Events = Annotated[
+    bool,
+    typer.Option(
+        help="Answer a query naming several participants ('a vendor selling vegetables') with "
+        "the box around all of them, each participant's box in 'parts'."
+    ),
+]
+CalibrationFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="A calibration file from `sceneloc calibrate`: scores become the probability "
+        "that the referent is there."
+    ),
+]
+
+
+def locate_options(tiles: str, tile_overlap: float, events: bool) -> dict[str, Any]:
+    """``locate``'s options as the user set them, checked before any model loads."""
+    from sceneloc.tiling import parse_overlap, parse_tiles
+
+    return {"tiles": parse_tiles(tiles), "tile_overlap": parse_overlap(tile_overlap),
+            "events": events}  # fmt: skip
+
+
+def calibration_options(calibration: Path | None) -> dict[str, Path]:
+    """``load``'s calibration option, when the user gave a file."""
+    return {} if calibration is None else {"calibration": calibration}
 
 
 def answer_table(

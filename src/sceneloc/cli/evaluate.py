@@ -14,7 +14,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sceneloc.cli.common import Device, Dtype, console, err_console, fail
+from sceneloc.cli.common import (
+    CalibrationFile,
+    Device,
+    Dtype,
+    Events,
+    TileOverlap,
+    Tiles,
+    calibration_options,
+    console,
+    err_console,
+    fail,
+    locate_options,
+)
 
 
 def evaluate(
@@ -78,6 +90,10 @@ def evaluate(
     ] = 0.0,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    tiles: Tiles = "off",
+    tile_overlap: TileOverlap = 0.2,
+    events: Events = False,
+    calibration: CalibrationFile = None,
     save_predictions: Annotated[
         Path | None,
         typer.Option("--save-predictions", help="Write the predictions here, to re-score later."),
@@ -117,6 +133,7 @@ def evaluate(
         raise fail(f"give exactly one of --model, --predictions or --baseline{given}")
     if not data.is_file():
         raise fail(f"data file not found: {data}")
+    how = locate_options(tiles, tile_overlap, events)
     options: dict[str, Any] = {
         "limit": limit,
         "batch_size": batch_size,
@@ -130,11 +147,15 @@ def evaluate(
     if model is not None:
         import sceneloc
 
-        grounder = sceneloc.load(model, device=device, dtype=dtype)
+        grounder = sceneloc.load(
+            model, device=device, dtype=dtype, **calibration_options(calibration)
+        )
     with progress_bar(total) as advance:
         options["progress"] = advance
         if model is not None:
-            result = evaluation.evaluate_model(data, grounder, threshold=threshold, **options)
+            result = evaluation.evaluate_model(
+                data, grounder, threshold=threshold, locate_options=how, **options
+            )
         elif predictions is not None:
             result = evaluation.evaluate_predictions(data, predictions, **options)
         else:

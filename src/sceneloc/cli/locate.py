@@ -12,15 +12,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from sceneloc.cli.common import (
+    CalibrationFile,
     Device,
     Dtype,
+    Events,
     MaxPixels,
     Model,
     Threshold,
+    TileOverlap,
+    Tiles,
     TopK,
     answer_table,
+    calibration_options,
     console,
     fail,
+    locate_options,
     model_options,
 )
 from sceneloc.errors import SceneLocError
@@ -38,6 +44,10 @@ def locate(
     device: Device = "auto",
     dtype: Dtype = "auto",
     max_pixels: MaxPixels = None,
+    tiles: Tiles = "off",
+    tile_overlap: TileOverlap = 0.2,
+    events: Events = False,
+    calibration: CalibrationFile = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the annotated image and one crop per query.")
     ] = None,
@@ -57,11 +67,15 @@ def locate(
     try:
         picture = sceneloc.load_image(image)  # fail fast on bad input, before loading a model
         queries = sceneloc.api.normalize_queries(query)
+        how = locate_options(tiles, tile_overlap, events)
         model = model or default_model(Task.LOCATE, sceneloc.api.resolve_device(device))
         if masks:
             require_masks(model)
-        grounder = sceneloc.load(model, device=device, dtype=dtype, **model_options(max_pixels))
-        answer = grounder.locate(picture.image, queries, threshold=threshold, top_k=top_k)
+        grounder = sceneloc.load(
+            model, device=device, dtype=dtype, **model_options(max_pixels),
+            **calibration_options(calibration),
+        )  # fmt: skip
+        answer = grounder.locate(picture.image, queries, threshold=threshold, top_k=top_k, **how)
         answer = dataclasses.replace(answer, path=str(image))
         if out is not None:
             answer.save(out, image.stem, masked=masks)

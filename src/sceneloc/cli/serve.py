@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli.common import Device, Dtype, Model, console, fail
+from sceneloc.cli.common import (
+    CalibrationFile,
+    Device,
+    Dtype,
+    Model,
+    calibration_options,
+    console,
+    fail,
+)
 
 
 def serve(
@@ -50,6 +58,7 @@ def serve(
     ] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    calibration: CalibrationFile = None,
 ) -> None:
     """Serve POST /v1/locate and /v1/describe, the web page at / and the API docs at /docs."""
     import torch
@@ -63,7 +72,7 @@ def serve(
         raise fail(f"--queue-limit ({queue_limit}) must be at least --workers ({workers})")
     if describe_model is not None:
         resolve(describe_model, Task.DESCRIBE)  # fail fast, before loading either model
-    grounder = sceneloc.load(model, device=device, dtype=dtype)
+    grounder = sceneloc.load(model, device=device, dtype=dtype, **calibration_options(calibration))
     describer = None
     if describe_model is not None:
         describer = sceneloc.load(describe_model, Task.DESCRIBE, device=device, dtype=dtype)

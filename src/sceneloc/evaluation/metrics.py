@@ -43,6 +43,8 @@ class Prediction:
     score: float | None = None
     candidates: Candidates | None = None
     image_size: tuple[int, int] | None = None
+    #: Every box the source says the query refers to; ``None``: it said nothing of them.
+    targets: Candidates | None = None
 
     @property
     def ranked(self) -> np.ndarray:
@@ -53,7 +55,9 @@ class Prediction:
 
     def to_record(self, sample: Sample) -> PredictionRecord:
         """The predictions-file line; floats are kept exact so a re-score gives equal numbers."""
-        record = result_record(sample.query, self.box, self.score, self.candidates, exact=True)
+        record = result_record(
+            sample.query, self.box, self.score, self.candidates, targets=self.targets, exact=True
+        )
         return PredictionRecord(id=sample.id, **dict(record))
 
 

@@ -192,10 +192,17 @@ class _Sizes:
 class ModelPredictor:
     """A loaded :class:`sceneloc.Grounder`: one ``locate`` call per group of samples."""
 
-    def __init__(self, grounder: Grounder, threshold: float | None = 0.0, top_k: int = MODEL_TOP_K):
+    def __init__(
+        self,
+        grounder: Grounder,
+        threshold: float | None = 0.0,
+        top_k: int = MODEL_TOP_K,
+        locate_options: Mapping[str, Any] | None = None,
+    ):
         self.grounder = grounder
         self.threshold = threshold
         self.top_k = top_k
+        self.locate_options = dict(locate_options or {})
 
     def __call__(self, samples: Sequence[Sample], root: Path) -> list[Prediction]:
         first = samples[0]
@@ -204,11 +211,14 @@ class ModelPredictor:
             raise InvalidImageError(f"sample {first.id}: image not found: {path}")
         try:
             answer = self.grounder.locate(
-                path, [s.query for s in samples], threshold=self.threshold, top_k=self.top_k
-            )
+                path, [s.query for s in samples], threshold=self.threshold, top_k=self.top_k,
+                **self.locate_options,
+            )  # fmt: skip
         except InvalidImageError as exc:
             raise InvalidImageError(f"sample {first.id}: {exc}") from None
-        return [Prediction(r.box, r.score, r.candidates, answer.image.size) for r in answer]
+        return [
+            Prediction(r.box, r.score, r.candidates, answer.image.size, r.targets) for r in answer
+        ]
 
 
 class FilePredictor:
@@ -305,15 +315,18 @@ def evaluate_model(
     *,
     threshold: float | None = 0.0,
     top_k: int = MODEL_TOP_K,
+    locate_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> EvaluationResult:
-    """Evaluate a loaded :class:`sceneloc.Grounder`; ``options`` go to :func:`evaluate`.
+    """Evaluate a loaded :class:`sceneloc.Grounder`; ``options`` go to :func:`evaluate`,
+    ``locate_options`` to every ``locate`` call (``tiles``, ``tile_overlap``, ``events``).
 
     ``threshold=0`` scores the top box of every query (the usual referring-expression
     accuracy); ``None`` uses the model's own threshold, so "not found" answers score 0.
     """
     options.setdefault("source", getattr(grounder, "name", "model"))
-    return evaluate(data, ModelPredictor(grounder, threshold, top_k), **options)
+    predictor = ModelPredictor(grounder, threshold, top_k, locate_options)
+    return evaluate(data, predictor, **options)
 
 
 def evaluate_predictions(

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 
 from sceneloc import __version__, images
 from sceneloc.api import Describer, Grounder, TaskModel, normalize_queries, parse_box
-from sceneloc.errors import ImageTooLargeError, SceneLocError
+from sceneloc.errors import ImageTooLargeError, InvalidOptionError, SceneLocError
 from sceneloc.registry import Task
 from sceneloc.results import DescribeAnswer, LocateAnswer
 from sceneloc.schema import DescribeResponse, LocateResponse
@@ -39,6 +39,7 @@ from sceneloc.server.schemas import (
     ModelsResponse,
     error_response,
 )
+from sceneloc.tiling import parse_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def documented_errors(own: dict[int, str]) -> dict[int | str, dict[str, Any]]:
 
 LOCATE_ERRORS = documented_errors({
     400: "The upload is not a complete image, or a query is empty or blank.",
-    422: "A field is missing or malformed (threshold not a number, top_k below 1, ...).",
+    422: "A field is missing or malformed (threshold not a number, top_k below 1, tiles not "
+    "auto, off or a positive size, tile_overlap outside [0, 1), ...).",
 })  # fmt: skip
 DESCRIBE_ERRORS = documented_errors({
     400: "The upload is not a complete image, or a box is malformed (not four numbers, NaN), "
@@ -148,11 +150,35 @@ def create_app(
             Form(allow_inf_nan=False, description="Minimum score (default: the model's own)."),
         ] = None,
         top_k: Annotated[int, Form(ge=1, description="Ranked candidates kept per query.")] = 5,
+        tiles: Annotated[
+            str,
+            Form(
+                description="Look at a large image tile by tile as well as whole: auto (when it "
+                "is much larger than the model's input), off, or a tile side in pixels."
+            ),
+        ] = "off",
+        tile_overlap: Annotated[
+            float,
+            Form(ge=0, lt=1, description="How much neighbouring tiles overlap (fraction)."),
+        ] = 0.2,
+        events: Annotated[
+            bool,
+            Form(
+                description="Answer a query naming several participants with the box around "
+                "all of them, each participant's box in 'parts'."
+            ),
+        ] = False,
     ) -> LocateResponse:
         """Locate each query in the image: the `sceneloc locate --json` object plus timing."""
         texts = normalize_queries(queries)  # fail fast, before decoding
+        try:
+            how = {"tiles": parse_tiles(tiles), "tile_overlap": tile_overlap, "events": events}
+        except InvalidOptionError as exc:
+            raise HTTPException(422, str(exc)) from None
         picture = await decode(image)
-        answer = await infer(lambda: grounder.locate(picture, texts, threshold, top_k), image)
+        answer = await infer(
+            lambda: grounder.locate(picture, texts, threshold, top_k, **how), image
+        )
         return answer.to_record(timing=True)
 
     @app.post(DESCRIBE_PATH, response_model=DescribeResponse, responses=DESCRIBE_ERRORS)

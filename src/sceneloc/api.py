@@ -223,8 +223,12 @@ class Grounder(TaskModel):
     def _events(
         self, predict: Predict, image, texts: list[str], threshold: float, top_k: int
     ) -> list[LocateResult]:
-        """SKELETON: the events helper makes ``events=True`` work."""
-        raise SceneLocError("event boxes are not built yet")
+        """Event boxes (:func:`sceneloc.events.locate_events`); a family that learnt them
+        keeps its own box where it holds the assembled participants."""
+        from sceneloc.events import locate_events  # it builds on this module's ``rank``
+
+        learnt = Capability.EVENT_BOXES in self.backend.family.capabilities
+        return locate_events(predict, image, texts, threshold, top_k, learnt=learnt)
 
 
 class Describer(TaskModel):

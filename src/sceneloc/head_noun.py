@@ -83,9 +83,14 @@ _TOKEN = re.compile(r"w/|[a-z0-9]+(?:['-][a-z0-9]+)*|[,;:.!?()]")
 _DROPPED = DETERMINERS | NUMBERS | POSITIONS | PARTS
 
 
+def tokens(query: str) -> list[str]:
+    """The query's lower-cased words and phrase-ending punctuation, in order."""
+    return _TOKEN.findall(query.lower().replace("\u2019", "'"))
+
+
 def head_noun_phrase(query: str) -> str | None:
     """The noun phrase ``query`` is about, lower case; ``None`` when it names no noun."""
-    for segment in _segments(_TOKEN.findall(query.lower().replace("\u2019", "'"))):
+    for segment in _segments(tokens(query)):
         phrase = _noun_phrase(segment)
         if phrase:
             return " ".join(phrase)
@@ -97,7 +102,7 @@ def _segments(words: list[str]) -> list[list[str]]:
     segments: list[list[str]] = [[]]
     for word in words:
         current = segments[-1]
-        opens_clause = _is_action(word) and any(_kept(w) for w in current)
+        opens_clause = is_action(word) and any(_kept(w) for w in current)
         if word in BOUNDARIES or not word[0].isalnum() or opens_clause:
             segments.append([])
         else:
@@ -122,8 +127,9 @@ def _kept(word: str) -> bool:
     """Whether ``word`` may belong to the noun phrase (a possible noun or attribute)."""
     if all(part in POSITIONS for part in word.split("-")):  # "top-left", "far-right"
         return False
-    return not (word in _DROPPED or word.isdigit() or _is_action(word))
+    return not (word in _DROPPED or word.isdigit() or is_action(word))
 
 
-def _is_action(word: str) -> bool:
+def is_action(word: str) -> bool:
+    """Whether ``word`` is an action's ``-ing`` form ("snatching"), not a noun ("building")."""
     return len(word) > 4 and word.endswith("ing") and word not in ING_NOUNS

@@ -56,6 +56,9 @@ class Capability(str, Enum):
     PHRASE_LABELS = "phrase labels"
     #: A box's score does not depend on the image's other boxes, so tiles' answers can merge.
     SAFE_TO_TILE = "safe to tile"
+    #: Trained on boxes around the several things a query names ("the circle inside the
+    #: square"), so it answers an event query (``locate(..., events=True)``) itself.
+    EVENT_BOXES = "learnt event boxes"
     #: ``sceneloc train`` trains this family's models.
     TRAINABLE = "trainable"
     #: Each candidate comes with its mask (the object's own pixels): cut-outs, RLE in the JSON.

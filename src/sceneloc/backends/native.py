@@ -54,7 +54,12 @@ class NativeModelBackend(Backend):
     "native",
     tasks=[Task.LOCATE],
     model_types=("sceneloc-native",),
-    capabilities=[Capability.PRESENCE_SCORE, Capability.IMAGE_ENCODED_ONCE, Capability.TRAINABLE],
+    capabilities=[
+        Capability.PRESENCE_SCORE,
+        Capability.IMAGE_ENCODED_ONCE,
+        Capability.TRAINABLE,
+        Capability.EVENT_BOXES,
+    ],
     # The (calibrated) presence probability a referent needs to be reported.
     settings=ModelSettings(default_threshold=0.5),
     models=[

@@ -1,0 +1,141 @@
+"""Event boxes: one box around the several things a query names, assembled from phrase boxes.
+
+On fresh synthetic scenes, each ``group`` query ("the red circle inside the blue square",
+"three orange stars in a column") and ``relation`` query ("the triangle left of the blue
+square") is answered three ways, and each answer is scored by Acc@0.5 (IoU >= 0.5) against
+the box around every object the query names (a group's box; a relation's target and
+anchor together):
+
+- **assembled**: :func:`sceneloc.events.locate_events` over a per-phrase grounder (each
+  participant phrase asked alone: "the red circle", "the blue square"), the union box of
+  the best-placed combination;
+- **best phrase box**: the highest-scoring box of any of those phrases, alone (what a
+  grounder that picks one box per query gives);
+- **learnt**: the bundled native model asked the whole query (its learnt group boxes; on
+  relations it was trained to box the target alone).
+
+Run from the repository root:
+
+    python benchmarks/event_boxes.py [--model native-synth] [--images 100] [--seed 2027]
+
+``--model`` is the per-phrase grounder (a short name or a model directory, for example a
+fine-tuned Grounding DINO). Every answer is taken at threshold 0, so accuracy measures
+boxes, not refusals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import sceneloc
+from sceneloc.boxes import iou_matrix, union_box
+from sceneloc.events import locate_events, split_event
+
+WAYS = ("assembled", "phrases alone", "best phrase box", "learnt", "native events=True")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="native-synth", help="the per-phrase grounder")
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=2027)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    phrases = sceneloc.load(args.model, device=args.device)
+    learnt = sceneloc.load("native-synth", device=args.device)
+    hits: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {way: [] for way in WAYS})
+    seconds = {way: 0.0 for way in WAYS}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "scenes"
+        subprocess.run([sys.executable, "-m", "sceneloc", "data", "synth", "--out", str(data),
+                        "--num-images", str(args.images), "--seed", str(args.seed),
+                        "--splits", "test=1", "--query-types", "relation,group"],
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        for line in (data / "scenes.jsonl").read_text().splitlines():
+            scene = json.loads(line)
+            image = sceneloc.load_image(data / scene["image"]).image
+            boxes = {o["id"]: o["box"] for o in scene["objects"]}
+            texts = [q["query"] for q in scene["queries"]]
+            answers = {}
+            started = time.perf_counter()
+            answers["assembled"] = [
+                r.box for r in locate_events(phrases.backend.predict, image, texts, 0.0, 1)
+            ]
+            seconds["assembled"] += time.perf_counter() - started
+            started = time.perf_counter()
+            alone = locate_events(
+                phrases.backend.predict, image, texts, 0.0, 1, query_for_head=False
+            )
+            answers["phrases alone"] = [r.box for r in alone]
+            seconds["phrases alone"] += time.perf_counter() - started
+            started = time.perf_counter()
+            answers["best phrase box"] = [best_phrase_box(phrases, image, t) for t in texts]
+            seconds["best phrase box"] += time.perf_counter() - started
+            started = time.perf_counter()
+            answers["learnt"] = [r.box for r in learnt.locate(image, texts, 0.0, 1)]
+            seconds["learnt"] += time.perf_counter() - started
+            started = time.perf_counter()
+            answers["native events=True"] = [
+                r.box for r in learnt.locate(image, texts, 0.0, 1, events=True)
+            ]
+            seconds["native events=True"] += time.perf_counter() - started
+            for index, query in enumerate(scene["queries"]):
+                truth = union_box([boxes[i] for i in query["named"]])
+                kind = query["type"] if query["type"] == "relation" else arrangement(query)
+                for way in WAYS:
+                    box = answers[way][index]
+                    hits[kind][way].append(
+                        box is not None and iou_matrix([box], [truth])[0, 0] >= 0.5
+                    )
+    report(args, hits, seconds)
+
+
+def best_phrase_box(grounder: sceneloc.Grounder, image, text: str) -> list[float] | None:
+    """The highest-scoring box of any of the query's participant phrases."""
+    asked = [p.phrase for p in split_event(text).participants]
+    found = [r for r in grounder.locate(image, asked, 0.0, 1) if r.found]
+    return max(found, key=lambda r: r.score).box if found else None
+
+
+def arrangement(query: dict) -> str:
+    return f"group: {query['spec']['arrangement']}"
+
+
+def report(args: argparse.Namespace, hits: dict, seconds: dict[str, float]) -> None:
+    console = Console()
+    table = Table(
+        title=f"Acc@0.5 against the box of everything named: phrases by {args.model}, "
+        f"learnt by native-synth ({args.images} images, seed {args.seed})"
+    )
+    for column in ("queries", "n", *WAYS):
+        table.add_column(column, justify="left" if column == "queries" else "right")
+    kinds = sorted(hits)
+    rows = {kind: hits[kind] for kind in kinds}
+    for total, among in (
+        ("all group", [k for k in kinds if k.startswith("group")]),
+        ("all", kinds),
+    ):
+        rows[total] = {w: [hit for k in among for hit in hits[k][w]] for w in WAYS}
+    for kind, row in rows.items():
+        table.add_row(kind, str(len(row["assembled"])), *(f"{np.mean(row[w]):.3f}" for w in WAYS))
+    console.print(table)
+    n = len(rows["all"]["assembled"])
+    console.print(
+        "ms per query: " + ", ".join(f"{w} {1000 * seconds[w] / max(n, 1):.1f}" for w in WAYS)
+    )
+    console.print("command: python benchmarks/event_boxes.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,12 +7,16 @@ the box around every object the query names (a group's box; a relation's target 
 anchor together):
 
 - **assembled**: :func:`sceneloc.events.locate_events` over a per-phrase grounder (each
-  participant phrase asked alone: "the red circle", "the blue square"), the union box of
-  the best-placed combination;
+  participant phrase asked alone: "the red circle", "the blue square"; the whole query's
+  box is one more candidate for the first), the union box of the best-placed combination,
+  as ``locate(..., events=True)`` answers on a backend that did not learn event boxes;
+- **phrases alone**: the same without the whole query's box;
 - **best phrase box**: the highest-scoring box of any of those phrases, alone (what a
   grounder that picks one box per query gives);
 - **learnt**: the bundled native model asked the whole query (its learnt group boxes; on
-  relations it was trained to box the target alone).
+  relations it was trained to box the target alone);
+- **events=True (native)**: what ``locate(..., events=True)`` gives on the bundled model,
+  which learnt event boxes: its own box where it holds the assembled one, else the union.
 
 Run from the repository root:
 
@@ -35,14 +39,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
 import sceneloc
 from sceneloc.boxes import iou_matrix, union_box
 from sceneloc.events import locate_events, split_event
-
-WAYS = ("assembled", "phrases alone", "best phrase box", "learnt", "native events=True")
 
 
 def main() -> None:
@@ -54,8 +57,24 @@ def main() -> None:
     args = parser.parse_args()
     phrases = sceneloc.load(args.model, device=args.device)
     learnt = sceneloc.load("native-synth", device=args.device)
-    hits: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {way: [] for way in WAYS})
-    seconds = {way: 0.0 for way in WAYS}
+
+    def assembled(image, texts, query_for_head=True):
+        with torch.inference_mode():  # as Grounder.locate calls the backend
+            found = locate_events(phrases.backend.predict, image, texts, 0.0, 1,
+                                  query_for_head=query_for_head)  # fmt: skip
+        return [r.box for r in found]
+
+    ways = {
+        "assembled": assembled,
+        "phrases alone": lambda image, texts: assembled(image, texts, query_for_head=False),
+        "best phrase box": lambda image, texts: [best_phrase_box(phrases, image, t) for t in texts],
+        "learnt": lambda image, texts: [r.box for r in learnt.locate(image, texts, 0.0, 1)],
+        "events=True (native)": lambda image, texts: [
+            r.box for r in learnt.locate(image, texts, 0.0, 1, events=True)
+        ],
+    }
+    hits: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {way: [] for way in ways})
+    seconds = {way: 0.0 for way in ways}
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "scenes"
         subprocess.run([sys.executable, "-m", "sceneloc", "data", "synth", "--out", str(data),
@@ -68,32 +87,14 @@ def main() -> None:
             boxes = {o["id"]: o["box"] for o in scene["objects"]}
             texts = [q["query"] for q in scene["queries"]]
             answers = {}
-            started = time.perf_counter()
-            answers["assembled"] = [
-                r.box for r in locate_events(phrases.backend.predict, image, texts, 0.0, 1)
-            ]
-            seconds["assembled"] += time.perf_counter() - started
-            started = time.perf_counter()
-            alone = locate_events(
-                phrases.backend.predict, image, texts, 0.0, 1, query_for_head=False
-            )
-            answers["phrases alone"] = [r.box for r in alone]
-            seconds["phrases alone"] += time.perf_counter() - started
-            started = time.perf_counter()
-            answers["best phrase box"] = [best_phrase_box(phrases, image, t) for t in texts]
-            seconds["best phrase box"] += time.perf_counter() - started
-            started = time.perf_counter()
-            answers["learnt"] = [r.box for r in learnt.locate(image, texts, 0.0, 1)]
-            seconds["learnt"] += time.perf_counter() - started
-            started = time.perf_counter()
-            answers["native events=True"] = [
-                r.box for r in learnt.locate(image, texts, 0.0, 1, events=True)
-            ]
-            seconds["native events=True"] += time.perf_counter() - started
+            for way, answer in ways.items():
+                started = time.perf_counter()
+                answers[way] = answer(image, texts)
+                seconds[way] += time.perf_counter() - started
             for index, query in enumerate(scene["queries"]):
                 truth = union_box([boxes[i] for i in query["named"]])
                 kind = query["type"] if query["type"] == "relation" else arrangement(query)
-                for way in WAYS:
+                for way in ways:
                     box = answers[way][index]
                     hits[kind][way].append(
                         box is not None and iou_matrix([box], [truth])[0, 0] >= 0.5
@@ -113,12 +114,13 @@ def arrangement(query: dict) -> str:
 
 
 def report(args: argparse.Namespace, hits: dict, seconds: dict[str, float]) -> None:
-    console = Console()
+    console = Console(width=120)
+    ways = list(seconds)
     table = Table(
         title=f"Acc@0.5 against the box of everything named: phrases by {args.model}, "
         f"learnt by native-synth ({args.images} images, seed {args.seed})"
     )
-    for column in ("queries", "n", *WAYS):
+    for column in ("queries", "n", *ways):
         table.add_column(column, justify="left" if column == "queries" else "right")
     kinds = sorted(hits)
     rows = {kind: hits[kind] for kind in kinds}
@@ -126,13 +128,13 @@ def report(args: argparse.Namespace, hits: dict, seconds: dict[str, float]) -> N
         ("all group", [k for k in kinds if k.startswith("group")]),
         ("all", kinds),
     ):
-        rows[total] = {w: [hit for k in among for hit in hits[k][w]] for w in WAYS}
+        rows[total] = {w: [hit for k in among for hit in hits[k][w]] for w in ways}
     for kind, row in rows.items():
-        table.add_row(kind, str(len(row["assembled"])), *(f"{np.mean(row[w]):.3f}" for w in WAYS))
+        table.add_row(kind, str(len(row["assembled"])), *(f"{np.mean(row[w]):.3f}" for w in ways))
     console.print(table)
     n = len(rows["all"]["assembled"])
     console.print(
-        "ms per query: " + ", ".join(f"{w} {1000 * seconds[w] / max(n, 1):.1f}" for w in WAYS)
+        "ms per query: " + ", ".join(f"{w} {1000 * seconds[w] / max(n, 1):.1f}" for w in ways)
     )
     console.print("command: python benchmarks/event_boxes.py " + " ".join(sys.argv[1:]))
 

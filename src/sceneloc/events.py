@@ -244,6 +244,8 @@ def assemble(event: Event, found: Sequence[Candidates]) -> list[Assembly]:
     places are another scene. A participant with fewer instances found than its count
     takes those found.
     """
+    if not all(len(candidates) for candidates in found):
+        return []  # a participant that is not there: neither is the event
     tried = BOXES_TRIED
     while tried > 1 and _combinations(event, found, tried) > MAX_COMBINATIONS:
         tried -= 1

@@ -103,6 +103,7 @@ def require_masks(model: str) -> None:
 
 
 def print_table(payload: dict) -> None:
+    """One row per query; an event box's participants below it, each with its own box."""
     table = answer_table(payload, [("#", "right"), ("query", "left"),
                                    ("box (x1, y1, x2, y2)", "left"), ("score", "right"),
                                    ("candidates", "right")])  # fmt: skip
@@ -115,6 +116,11 @@ def print_table(payload: dict) -> None:
             f"{result['score']:.3f}" if result["score"] is not None else "-",
             str(len(result["candidates"])),
         )
+        for part in result.get("parts") or ():
+            table.add_row(
+                "", f"[dim]  part: {escape(part['phrase'])}[/]",
+                ", ".join(f"{v:.1f}" for v in part["box"]), f"{part['score']:.3f}", "",
+            )  # fmt: skip
     console.print(table)
 
 

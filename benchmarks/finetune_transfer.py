@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, help="The base checkpoint (default: build it).")
     parser.add_argument("--out", type=Path, default=Path("/work/runs/transfer/b"))
     parser.add_argument("--minutes", type=float, default=15.0, help="Fine-tuning budget.")
-    parser.add_argument("--base-minutes", type=float, default=40.0)
+    parser.add_argument("--base-minutes", type=float, default=25.0)
     parser.add_argument("--train-images", type=int, default=400)
     parser.add_argument("--val-images", type=int, default=15)
     parser.add_argument("--test-images", type=int, default=60)

@@ -219,3 +219,13 @@ def test_calibrate_bad_input_exits_2_with_one_line(
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_beside_a_hub_model_only_the_calibration_and_report_are_written(platt_dir, tmp_path):
+    calibration = Calibration.read(platt_dir / CALIBRATION_FILE)
+    path = write_calibrated(calibration, "IDEA-Research/grounding-dino-tiny", tmp_path / "out")
+    assert path == tmp_path / "out" / CALIBRATION_FILE
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        CALIBRATION_FILE, "report.json", "report.md",
+    ]  # fmt: skip
+    assert Calibration.read(path) == calibration

@@ -189,6 +189,14 @@ def test_a_calibration_of_another_family_is_refused(platt_dir, grounding_dino_di
         sceneloc.load(str(grounding_dino_dir), calibration=platt_dir / CALIBRATION_FILE)
 
 
+def test_only_a_native_model_has_a_presence_score_to_refit(grounding_dino_dir, scenes, tmp_path):
+    result = runner.invoke(app, ["calibrate", "--model", str(grounding_dino_dir), "--data",
+                                 str(scenes["val"]), "--out", str(tmp_path / "out"),
+                                 "--method", "presence", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "use auto, platt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("data", "model", "message"),
     [

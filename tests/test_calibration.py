@@ -19,6 +19,7 @@ from sceneloc.calibration import (
     Calibration,
     fit_calibration,
     platt,
+    roc_auc,
     write_calibrated,
 )
 from sceneloc.cli import app
@@ -237,3 +238,9 @@ def test_beside_a_hub_model_only_the_calibration_and_report_are_written(platt_di
         CALIBRATION_FILE, "report.json", "report.md",
     ]  # fmt: skip
     assert Calibration.read(path) == calibration
+
+
+def test_roc_auc_counts_pairs_and_half_ties():
+    # pairs (0.9, 0.5) (0.9, 0.1) (0.5, 0.1) won, (0.5, 0.5) tied: 3.5 of 4
+    assert roc_auc(np.array([0.9, 0.5]), np.array([0.5, 0.1])) == 0.875
+    assert roc_auc(np.array([0.2]), np.array([0.3, 0.4])) == 0.0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import sceneloc
@@ -28,6 +29,7 @@ from sceneloc.data.synth import generate
 from sceneloc.errors import CalibrationError
 from sceneloc.evaluation import evaluate_model
 from sceneloc.registry import resolve
+from sceneloc.server.app import create_app
 
 runner = CliRunner()
 
@@ -244,3 +246,18 @@ def test_roc_auc_counts_pairs_and_half_ties():
     # pairs (0.9, 0.5) (0.9, 0.1) (0.5, 0.1) won, (0.5, 0.5) tied: 3.5 of 4
     assert roc_auc(np.array([0.9, 0.5]), np.array([0.5, 0.1])) == 0.875
     assert roc_auc(np.array([0.2]), np.array([0.3, 0.4])) == 0.0
+
+
+def test_the_server_answers_with_calibrated_scores(platt_dir, uncalibrated, scenes):
+    calibrated = sceneloc.load(str(uncalibrated), device="cpu",
+                               calibration=platt_dir / CALIBRATION_FILE)  # fmt: skip
+    sample = next(read_samples(scenes["test"]))
+    image = sample.image_path(scenes["test"].parent)
+    with TestClient(create_app(calibrated)) as client:
+        models = client.get("/v1/models").json()["models"]
+        response = client.post("/v1/locate", files={"image": ("scene.png", image.read_bytes())},
+                               data={"queries": [sample.query], "threshold": "0"})  # fmt: skip
+    assert models[0]["default_threshold"] == 0.5
+    assert response.status_code == 200, response.text
+    expected = calibrated.locate(image, [sample.query], threshold=0.0).to_dict()
+    assert response.json()["results"] == expected["results"]

@@ -16,8 +16,9 @@ from PIL import Image
 
 from sceneloc.backends.base import Backend
 from sceneloc.boxes import Box
+from sceneloc.calibration import CalibratedBackend, calibration_for
 from sceneloc.candidates import Candidates
-from sceneloc.errors import InvalidBoxError, InvalidQueryError, SceneLocError
+from sceneloc.errors import CalibrationError, InvalidBoxError, InvalidQueryError, SceneLocError
 from sceneloc.images import ImageInput, load_image
 from sceneloc.registry import Capability, ModelSettings, Task, as_task, default_model, resolve
 from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
@@ -304,6 +305,7 @@ def load(
     task: Literal[Task.LOCATE, "locate"] = ...,
     device: str | torch.device = ...,
     dtype: str | torch.dtype = ...,
+    calibration: str | os.PathLike | None = ...,
     **options,
 ) -> Grounder: ...
 @overload
@@ -319,21 +321,24 @@ def load(
     task: Task | str = Task.LOCATE,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
+    calibration: str | os.PathLike | None = None,
     **options,
 ) -> TaskModel:
     """Load a model for ``task`` by short name (``sceneloc models``), hub id or local directory;
     without one, the task's default for the device (:func:`sceneloc.registry.default_model`).
     ``task="locate"`` gives a :class:`Grounder`, ``task="describe"`` a :class:`Describer`.
 
-    Extra keyword ``options`` go to the backend (for example ``detector=`` for ``clip-rerank``).
+    ``calibration`` is a file from ``sceneloc calibrate``: scores become the probability that
+    the referent is there and the default threshold 0.5 (a model directory ``sceneloc
+    calibrate`` wrote is calibrated without it). Extra keyword ``options`` go to the backend
+    (for example ``detector=`` for ``clip-rerank``).
     """
     task = as_task(task)
     torch_device = resolve_device(device)
     name = name_or_path or default_model(task, torch_device)
     settings = resolve(name, task).settings
-    return TASK_MODELS[task](
-        load_backend(name, task, torch_device, dtype, **options), name, settings
-    )
+    backend = load_backend(name, task, torch_device, dtype, calibration=calibration, **options)
+    return TASK_MODELS[task](backend, name, settings)
 
 
 def load_backend(
@@ -341,10 +346,13 @@ def load_backend(
     task: Task | str = Task.LOCATE,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
+    calibration: str | os.PathLike | None = None,
     **options,
 ) -> Backend:
-    """The backend :func:`load` wraps, with its model's settings; pipelines build their
+    """The backend :func:`load` wraps, with its model's settings (and, to locate, its
+    calibration: ``calibration`` or the model directory's own); pipelines build their
     components with it."""
+    task = as_task(task)
     model = resolve(name_or_path, task)
     known = model.family.cls.option_names()
     unknown = sorted(set(options) - set(known))
@@ -353,6 +361,13 @@ def load_backend(
             f"{name_or_path} ({model.family.name}) takes no option {', '.join(unknown)}; "
             f"its options: {', '.join(known) or 'none'}"
         )
+    if calibration is not None and task is not Task.LOCATE:
+        raise CalibrationError(f"a calibration file is for locating, not to {task.value}")
+    fitted = (
+        calibration_for(name_or_path, model.checkpoint, model.family.name, calibration)
+        if task is Task.LOCATE
+        else None
+    )
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device, model.settings.half_precision)
     logger.info(
@@ -362,4 +377,7 @@ def load_backend(
         model.checkpoint, torch_device, torch_dtype, **options
     )
     backend.default_threshold = model.settings.default_threshold
+    if fitted is not None:
+        logger.info("scores calibrated by %s", calibration or fitted.model)
+        return CalibratedBackend(backend, fitted)  # type: ignore[return-value]
     return backend

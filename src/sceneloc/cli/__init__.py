@@ -10,7 +10,18 @@ from typing import Annotated
 
 import typer
 
-from sceneloc.cli import batch, data, demo, describe, evaluate, finetune, locate, serve, train
+from sceneloc.cli import (
+    batch,
+    calibrate,
+    data,
+    demo,
+    describe,
+    evaluate,
+    finetune,
+    locate,
+    serve,
+    train,
+)
 from sceneloc.cli.common import ErrorReportingGroup, configure_logging
 
 app = typer.Typer(
@@ -45,3 +56,4 @@ app.command()(finetune.finetune)
 app.command()(demo.demo)
 app.command()(batch.batch)
 app.command()(serve.serve)
+app.command()(calibrate.calibrate)

@@ -290,7 +290,10 @@ def test_a_saved_model_gives_the_outputs_of_the_model_in_memory(checkpoint, shap
     model.eval()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "labels")}
     with torch.no_grad():
-        assert torch.equal(model(**inputs).logits, reloaded.eval()(**inputs).logits)
+        # Equal up to float rounding: the reloaded model may sum in another order (8e-7 seen).
+        torch.testing.assert_close(
+            model(**inputs).logits, reloaded.eval()(**inputs).logits, rtol=1e-5, atol=1e-5
+        )
     answers = [Florence2Backend(m, task.recipe.processor, max_new_tokens=16)
                .predict(items[0].image, QUERIES, 0.0)
                for m in (model, reloaded)]  # fmt: skip

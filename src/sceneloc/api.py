@@ -18,7 +18,13 @@ from sceneloc.backends.base import Backend
 from sceneloc.boxes import Box
 from sceneloc.calibration import CalibratedBackend, calibration_for
 from sceneloc.candidates import Candidates
-from sceneloc.errors import CalibrationError, InvalidBoxError, InvalidQueryError, SceneLocError
+from sceneloc.errors import (
+    CalibrationError,
+    InvalidBoxError,
+    InvalidOptionError,
+    InvalidQueryError,
+    SceneLocError,
+)
 from sceneloc.images import ImageInput, load_image
 from sceneloc.registry import Capability, ModelSettings, Task, as_task, default_model, resolve
 from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
@@ -211,10 +217,12 @@ class Grounder(TaskModel):
         )
 
     def _predictor(self, tiles: TileSetting, overlap: float, options: dict) -> Predict:
-        """The backend's ``predict`` with this call's options; tiled where asked.
-        SKELETON: the tiling helper makes ``tiles`` work."""
-        if tiles not in ("off", "auto"):
-            raise SceneLocError("tiling is not built yet")
+        """The backend's ``predict`` with this call's options. Tiling is not in this version
+        yet: asking for it is refused rather than silently answered untiled."""
+        if tiles != "off":
+            raise InvalidOptionError(
+                f"tiles={tiles!r}: tiling is not in this version of sceneloc yet; use tiles=off"
+            )
 
         def predict(image, queries, threshold):
             return self.backend.predict(image, queries, threshold, **options)

@@ -1,8 +1,6 @@
-"""Tiling for images much larger than a model's input: overlapping tiles propose candidates,
-mapped back to the whole image, merged per query and re-ranked on the whole image.
-
-SKELETON: the tiling helper fills this module (see the issue); ``parse_tiles`` and
-``parse_overlap`` are final.
+"""The ``tiles`` and ``tile_overlap`` options of ``locate``, checked in one place for the API,
+the CLI and the server. (Tiling itself, overlapping tiles proposing candidates merged per
+query, is not in this version yet: ``locate`` refuses any setting but ``"off"``.)
 """
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ def create_app(
             str,
             Form(
                 description="Look at a large image tile by tile as well as whole: auto (when it "
-                "is much larger than the model's input), off, or a tile side in pixels."
+                "is much larger than the model's input), off, or a tile side in pixels. Not in "
+                "this version yet: only off is taken (others: 400)."
             ),
         ] = "off",
         tile_overlap: Annotated[

@@ -4,9 +4,12 @@ This is how the shipped weights were made (on the project's 2-core CPU machine):
 
     python scripts/train_native_synth.py [--minutes 60] [--work runs/native-synth]
 
-It draws 6,000 training scenes (seed 100) and a validation set with another seed (7),
-trains the ``synthetic-cpu`` preset, and copies ``best/`` to
-``src/sceneloc/native/weights/native-synth``. Then measure it on fresh scenes as the
+It draws 6,000 training scenes (seed 100, every query type: several targets and none too)
+and a validation set with another seed (7), trains the ``synthetic-cpu`` preset, and copies
+``best/`` to ``src/sceneloc/native/weights/native-synth``. ``--init-from DIR`` fine-tunes a
+trained model instead of starting from scratch (the shipped weights were made so, from the
+previous bundled model: ``--init-from src/sceneloc/native/weights/native-synth``; the command
+the README gives). Then measure it on fresh scenes as the
 README shows (``sceneloc data synth --seed 11 ...`` and ``sceneloc evaluate``).
 
 ``--calibrate-only`` keeps the installed weights and only calibrates their presence score
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import sceneloc
 from sceneloc.data import read_samples, write_samples
+from sceneloc.data.synth import ALL_QUERY_TYPES
 from sceneloc.training import train
 from sceneloc.training.native import NativeOptions
 from sceneloc.training.native.calibration import calibrate_presence
@@ -32,11 +36,11 @@ from sceneloc.training.native.task import CALIBRATION_QUERIES
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src/sceneloc/native/weights/native-synth"
 
 
-def synth(out: Path, images: int, seed: int, splits: str) -> None:
+def synth(out: Path, images: int, seed: int, splits: str, *extra: str) -> None:
     if not (out / "annotations.jsonl").exists():
         subprocess.run(
             [sys.executable, "-m", "sceneloc", "data", "synth", "--out", str(out),
-             "--num-images", str(images), "--seed", str(seed), "--splits", splits],
+             "--num-images", str(images), "--seed", str(seed), "--splits", splits, *extra],
             check=True,
         )  # fmt: skip
 
@@ -46,6 +50,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--work", type=Path, default=Path("runs/native-synth"))
     parser.add_argument("--calibrate-only", action="store_true")
+    parser.add_argument("--init-from", type=Path, help="a trained model to fine-tune")
+    parser.add_argument("--images", type=int, default=6000, help="training scenes")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train_dir, val_dir = args.work / "train", args.work / "val"
@@ -56,11 +63,17 @@ def main() -> None:
     if args.calibrate_only:
         calibrate_installed(val)
         return
-    synth(train_dir, 6000, 100, "train=1")
+    synth(train_dir, args.images, 100, "train=1", "--query-types", ",".join(ALL_QUERY_TYPES))
+    extra = {"lr": args.lr} if args.lr else {}
+    if args.init_from:  # copied first: installing replaces the folder it may name
+        start = args.work / "init"
+        shutil.rmtree(start, ignore_errors=True)
+        shutil.copytree(args.init_from, start)
+        extra["init_from"] = str(start)
     options = NativeOptions.build(
         "synthetic-cpu", data=str(train_dir / "annotations.jsonl"), val=str(val),
         out=str(args.work / "run"), epochs=40, max_minutes=args.minutes,
-        val_limit=300,
+        val_limit=300, **extra,
     )  # fmt: skip
     train(options)
     shutil.rmtree(PACKAGE_WEIGHTS, ignore_errors=True)

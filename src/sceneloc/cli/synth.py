@@ -64,8 +64,8 @@ def synth(
     query_types: Annotated[
         str | None,
         typer.Option(
-            help="Query types to ask, comma-separated (attribute, relation, ordinal, group); "
-            "default all."
+            help="Query types to ask, comma-separated (attribute, relation, ordinal, group; "
+            "opt-in: multiple, absent); default the first four."
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in --out.")] = False,

@@ -1,8 +1,11 @@
 """The one sample format every dataset is converted to: JSON Lines, one referring query a line.
 
 ``{"id", "image", "query", "box": [x1, y1, x2, y2], "split"}`` plus optional ``"boxes"``
-(every target box when a phrase has several; ``box`` is then their union), ``"type"``,
-``"category"`` and ``"image_id"``. ``image`` is relative to the file's folder or absolute;
+(every target box; ``[]`` and ``"box": null`` when the query describes nothing in the image),
+``"type"``, ``"category"`` and ``"image_id"``. ``box`` is the one box a single-answer
+grounder is scored against: the referent's, or for several targets the first (the converters
+of phrase datasets write their union, the region the phrase covers). A file without
+``boxes`` has one target, ``box``. ``image`` is relative to the file's folder or absolute;
 boxes are float pixels.
 """
 
@@ -27,12 +30,12 @@ OPTIONAL = ("boxes", "type", "category", "image_id")
 
 @dataclass(frozen=True)
 class Sample:
-    """One referring query on one image, with its target box (or boxes)."""
+    """One referring query on one image, with its target box (or boxes, or none)."""
 
     id: str
     image: str
     query: str
-    box: Box
+    box: Box | None
     split: str
     boxes: list[Box] | None = None
     type: str | None = None
@@ -41,8 +44,15 @@ class Sample:
 
     @property
     def targets(self) -> list[Box]:
-        """The boxes a prediction may match: every target box when there are several."""
-        return self.boxes or [self.box]
+        """Every target box: ``boxes`` when given, else ``box`` (none when it is ``None``)."""
+        if self.boxes is not None:
+            return self.boxes
+        return [] if self.box is None else [self.box]
+
+    @property
+    def has_target(self) -> bool:
+        """Whether the query describes something in the image."""
+        return bool(self.targets)
 
     def image_path(self, root: Path) -> Path:
         """The image's path, resolving a relative ``image`` against ``root`` (the file's folder)."""
@@ -52,6 +62,8 @@ class Sample:
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {name: getattr(self, name) for name in REQUIRED}
         record.update({name: getattr(self, name) for name in OPTIONAL if getattr(self, name)})
+        if self.boxes == []:
+            record["boxes"] = []
         return record
 
     @classmethod
@@ -67,14 +79,20 @@ class Sample:
                 raise ValueError(f"{name!r} must be a non-empty string")
         boxes = record.get("boxes")
         if boxes is not None:
-            if not isinstance(boxes, list) or not boxes:
-                raise ValueError("'boxes' must be a non-empty list of boxes")
+            if not isinstance(boxes, list):
+                raise ValueError("'boxes' must be a list of boxes")
             boxes = [parse_box(b, "boxes") for b in boxes]
+        if record["box"] is None:
+            if boxes:
+                raise ValueError("'box' is null but 'boxes' lists targets")
+            boxes = []
+        elif boxes == []:
+            raise ValueError("'boxes' is empty (no target) but 'box' is given")
         return cls(
             id=str(record["id"]),
             image=record["image"],
             query=record["query"],
-            box=parse_box(record["box"], "box"),
+            box=None if record["box"] is None else parse_box(record["box"], "box"),
             split=record["split"],
             boxes=boxes,
             type=record.get("type"),

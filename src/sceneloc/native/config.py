@@ -51,6 +51,7 @@ class NativeConfig(PretrainedConfig):
         presence_calibration: tuple[float, ...] | list[float] = (1.0, 0.0, 0.0),
         relation_kernels: int = 8,
         relation_radius: int = 15,
+        referent_head: bool = False,
         **kwargs: Any,
     ) -> None:
         if fusion not in FUSIONS:
@@ -81,9 +82,13 @@ class NativeConfig(PretrainedConfig):
         self.object_attributes = object_attributes
         # The presence score is sigmoid(a * presence logit + b * best cell logit + c); training
         # fits (a, b, c) on the validation data (``training.native.calibration``).
-        self.presence_calibration = list(presence_calibration)
+        # Floats whatever the file says: an integer list would make the score's weights Long.
+        self.presence_calibration = [float(v) for v in presence_calibration]
         # Spatial reasoning (``native.reasoning``): how many relation kernels the text chooses
         # from, and how many cells they reach from the anchor.
         self.relation_kernels = relation_kernels
         self.relation_radius = relation_radius
+        # Per visual token "is this one of the query's targets" (``cross-attention`` only): how
+        # many things a query refers to and which (``LocateResult.targets``).
+        self.referent_head = referent_head
         super().__init__(**kwargs)

@@ -10,6 +10,11 @@ of that description come before it ("the second star from the left"). ``concat``
 the seeds' baseline: pooled image and text vectors concatenated into an MLP that regresses
 the box directly.
 
+With ``referent_head``, a last head scores every visual token as the centre of *one of* the
+query's targets: "all the red stars" lights up each red star, a description of nothing
+lights up none (trained on the synthetic ``multiple`` and ``absent`` queries; the cell and
+box terms then take every target as a right answer).
+
 When the training data lists every object of an image (the synthetic scenes'
 ``scenes.jsonl``), attribute heads also name each object's colour, shape and size at its
 centre token: trained on the grounding loss alone, the visual tokens do not learn colour
@@ -36,6 +41,9 @@ from sceneloc.native.reasoning import SpatialReasoning, cell_coordinates
 #: Loss weights: DETR's balance of L1 and GIoU, the cell and presence terms at 1, and the
 #: attribute term at 10 (at 1 the grounding gradients drown it and colour is not learnt).
 L1_WEIGHT, GIOU_WEIGHT, CELL_WEIGHT, PRESENCE_WEIGHT, ATTRIBUTE_WEIGHT = 5.0, 2.0, 1.0, 1.0, 10.0
+#: The referent head's term: binary cross-entropy summed over a query's cells (a mean over
+#: hundreds of cells, nearly all negatives, would leave the few targets no weight).
+REFERENT_WEIGHT = 1.0
 #: The object map (centres and sizes of things, for counting) learns from every image's cells;
 #: the target's and the anchor's maps from what synthetic queries say of the scene's objects.
 #: Without the anchor's labels the anchor role does not find the anchor's words and relations
@@ -55,7 +63,8 @@ def _cell_index(x: torch.Tensor, y: torch.Tensor, grid: tuple[int, int]) -> torc
 class NativeOutput(ModelOutput):
     """Per query: ``boxes`` (normalised cx, cy, w, h), ``presence_logits``; for
     ``cross-attention`` also each cell's logit and the target's and anchor's maps over the
-    grid; ``loss`` in training."""
+    grid, every cell's box and, with the referent head, each cell's logit of being one of the
+    targets; ``loss`` in training."""
 
     loss: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
@@ -63,6 +72,8 @@ class NativeOutput(ModelOutput):
     cell_logits: torch.Tensor | None = None
     target_map: torch.Tensor | None = None
     anchor_map: torch.Tensor | None = None
+    cell_boxes: torch.Tensor | None = None
+    referent_logits: torch.Tensor | None = None
 
 
 class NativeGroundingModel(PreTrainedModel):
@@ -95,6 +106,8 @@ class NativeGroundingModel(PreTrainedModel):
                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4)
             )
             self.presence_head = nn.Linear(hidden, 1)
+            if config.referent_head:
+                self.referent_head = nn.Linear(hidden, 1)
         else:
             self.mlp = nn.Sequential(
                 nn.Linear(2 * hidden, 2 * hidden), nn.GELU(), nn.Dropout(config.dropout),
@@ -152,6 +165,7 @@ class NativeGroundingModel(PreTrainedModel):
         object_labels: torch.Tensor | None = None,
         target_fits: torch.Tensor | None = None,
         anchor_centers: torch.Tensor | None = None,
+        target_boxes: torch.Tensor | None = None,
     ) -> NativeOutput:
         """Ground each query (row of ``input_ids``) in image ``image_index[q]``.
 
@@ -161,7 +175,9 @@ class NativeGroundingModel(PreTrainedModel):
         of the image) and ``object_labels`` ``(images, m, attributes)`` add the object losses,
         ``target_fits`` ``(queries, m)`` (1/0: the object fits the referent's description;
         -1: not known) and ``anchor_centers`` ``(queries, 2)`` (negative: none) losses on the
-        target's and the anchor's maps.
+        target's and the anchor's maps. ``target_boxes`` ``(queries, k, 4)`` (rows of -1 past a
+        query's last target; none for an absent one) gives every target: each is a right
+        answer, and the referent head learns them all.
         """
         visual, grid = self.image_encoder(pixel_values)
         if self.config.fusion == "cross-attention":
@@ -174,7 +190,7 @@ class NativeGroundingModel(PreTrainedModel):
         text = self.text_encoder(input_ids, attention_mask)
         if self.config.fusion == "cross-attention":
             output = self._cross_attention(
-                visual, image_index, grid, text, attention_mask, boxes, present
+                visual, image_index, grid, text, attention_mask, boxes, present, target_boxes
             )
         else:
             output = self._concat(visual[image_index], text, attention_mask, boxes, present)
@@ -241,6 +257,7 @@ class NativeGroundingModel(PreTrainedModel):
         attention_mask: torch.Tensor,
         boxes: torch.Tensor | None,
         present: torch.Tensor | None,
+        target_boxes: torch.Tensor | None = None,
     ) -> NativeOutput:
         visual = image_visual[image_index]
         queries, cells, _ = visual.shape
@@ -262,21 +279,60 @@ class NativeGroundingModel(PreTrainedModel):
         reasoned, target_map, anchor_map = self.reasoning(
             image_visual, image_index, grid, text, attention_mask
         )
-        cell_logits = self.cell_head(fused[:, 1 : 1 + cells]).squeeze(-1) + reasoned
+        cell_tokens = fused[:, 1 : 1 + cells]
+        cell_logits = self.cell_head(cell_tokens).squeeze(-1) + reasoned
+        referent_logits = None
+        if self.config.referent_head:
+            # the cell's standing among the query's cells, corrected to an absolute "is one"
+            referent_logits = self.referent_head(cell_tokens).squeeze(-1) + cell_logits
         rows = torch.arange(queries, device=text.device)
         best = cell_boxes[rows, cell_logits.argmax(dim=1)]
         loss = None
         if boxes is not None and present is not None:
-            target_cell = _cell_index(boxes[:, 0], boxes[:, 1], grid)
-            positive = present > 0.5
-            loss = self._box_loss(cell_boxes[rows, target_cell], boxes, positive)
-            if positive.any():
-                cell_loss = F.cross_entropy(cell_logits[positive], target_cell[positive])
-                loss = loss + CELL_WEIGHT * cell_loss
-            loss = loss + PRESENCE_WEIGHT * F.binary_cross_entropy_with_logits(
+            if target_boxes is None:
+                target_boxes = boxes[:, None].masked_fill(present[:, None, None] <= 0.5, -1.0)
+            loss = self._grounding_loss(
+                cell_boxes, cell_logits, referent_logits, target_boxes, grid
+            ) + PRESENCE_WEIGHT * F.binary_cross_entropy_with_logits(
                 presence_logits, present.float()
             )
-        return NativeOutput(loss, best, presence_logits, cell_logits, target_map, anchor_map)
+        return NativeOutput(
+            loss, best, presence_logits, cell_logits, target_map, anchor_map, cell_boxes,
+            referent_logits,
+        )  # fmt: skip
+
+    def _grounding_loss(
+        self,
+        cell_boxes: torch.Tensor,
+        cell_logits: torch.Tensor,
+        referent_logits: torch.Tensor | None,
+        target_boxes: torch.Tensor,
+        grid: tuple[int, int],
+    ) -> torch.Tensor:
+        """Box terms at every target's cell, the cell term on all targets together (the
+        probability of picking one of them), the referent head's on every cell."""
+        valid = target_boxes[..., 0] >= 0  # (queries, k)
+        target_cells = _cell_index(target_boxes[..., 0], target_boxes[..., 1], grid)
+        target_cells = target_cells.masked_fill(~valid, 0)
+        query, slot = valid.nonzero(as_tuple=True)
+        loss = self._box_loss(
+            cell_boxes[query, target_cells[query, slot]],
+            target_boxes[query, slot],
+            torch.ones_like(query, dtype=torch.bool),
+        )
+        is_target = torch.zeros_like(cell_logits, dtype=torch.bool)
+        is_target[query, target_cells[query, slot]] = True
+        positive = valid.any(dim=1)
+        if positive.any():
+            log_probs = cell_logits[positive].log_softmax(dim=1)
+            picked = log_probs.masked_fill(~is_target[positive], float("-inf")).logsumexp(dim=1)
+            loss = loss - CELL_WEIGHT * picked.mean()
+        if referent_logits is not None:
+            referent_loss = F.binary_cross_entropy_with_logits(
+                referent_logits, is_target.float(), reduction="sum"
+            )
+            loss = loss + REFERENT_WEIGHT * referent_loss / len(referent_logits)
+        return loss
 
     @staticmethod
     def _query_label_loss(

@@ -1,4 +1,5 @@
-"""Synthetic dense-scene grounding data: coloured shapes on textured ground, one referent per query.
+"""Synthetic dense-scene grounding data: coloured shapes on textured ground, one referent per query
+(opt-in: several, or none; the ``multiple`` and ``absent`` query types).
 
 Usable in memory (:func:`make_scene`, e.g. inside a training loop) or on disk (:func:`generate`,
 behind ``sceneloc data synth``). Each scene has 20 to 60 shapes by default; each query is
@@ -48,9 +49,11 @@ from sceneloc.data.synth.planting import PlantedGroup
 from sceneloc.data.synth.resolver import is_unambiguous, resolve
 from sceneloc.data.synth.scene import Scene, make_scene
 from sceneloc.data.synth.specs import (
+    AbsentQuery,
     AttributeQuery,
     Desc,
     GroupQuery,
+    MultipleQuery,
     OrdinalQuery,
     QuerySpec,
     RelationQuery,
@@ -61,9 +64,18 @@ from sceneloc.data.synth.specs import (
     target_ids,
     with_target,
 )
-from sceneloc.data.synth.vocab import COLORS, HELD_OUT, QUERY_TYPES, SHAPES, SIZES, SPLITS
+from sceneloc.data.synth.vocab import (
+    ALL_QUERY_TYPES,
+    COLORS,
+    HELD_OUT,
+    QUERY_TYPES,
+    SHAPES,
+    SIZES,
+    SPLITS,
+)
 
 __all__ = [
+    "ALL_QUERY_TYPES",
     "BACKGROUNDS",
     "COLORS",
     "DEFAULT_DOMAIN",
@@ -73,10 +85,12 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "SPLITS",
+    "AbsentQuery",
     "AttributeQuery",
     "Desc",
     "Domain",
     "GroupQuery",
+    "MultipleQuery",
     "OrdinalQuery",
     "PlantedGroup",
     "QuerySpec",

@@ -2,12 +2,16 @@
 
 A query is kept only when the resolver finds exactly its match
 (:func:`~sceneloc.data.synth.resolver.is_unambiguous`) and a same-shape object outside it
-is in the scene, so the shape alone never gives the answer away.
+is in the scene, so the shape alone never gives the answer away. A multiple query's match
+is all its referents; an absent query is kept when the resolver finds no match at all, and
+names what the scene has as far as it can (a present target with a missing anchor, a
+present target and anchor in another relation), so that the words alone never give the
+absence away.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,31 +21,47 @@ from sceneloc.data.synth.english import render_query
 from sceneloc.data.synth.objects import SceneObject
 from sceneloc.data.synth.ordering import strict_rank
 from sceneloc.data.synth.planting import PlantedGroup
-from sceneloc.data.synth.resolver import is_unambiguous, related
+from sceneloc.data.synth.resolver import is_unambiguous, related, resolve
 from sceneloc.data.synth.sampling import choice, named_ok, shuffled, target_ok
 from sceneloc.data.synth.specs import (
+    AbsentQuery,
     AttributeQuery,
     Desc,
     GroupQuery,
     Match,
+    MultipleQuery,
     OrdinalQuery,
     QuerySpec,
     RelationQuery,
+    described,
     target_ids,
 )
-from sceneloc.data.synth.vocab import ORDERS, QUERY_TYPES, RELATIONS
+from sceneloc.data.synth.vocab import (
+    COLORS,
+    MAX_REFERENTS,
+    NUMBERS,
+    ORDERS,
+    QUERY_TYPES,
+    RELATIONS,
+    SHAPES,
+    SIDES,
+    SIZES,
+)
 
 
 @dataclass(frozen=True)
 class SceneQuery:
-    """A verified query: its spec and text, what it names and the box it refers to."""
+    """A verified query: its spec and text, what it names and the box it refers to (the
+    union of a group's; a multiple query's first referent's, ``boxes`` holding each; ``None``
+    for an absent query)."""
 
     spec: QuerySpec
     text: str
     match: Match
     target: Match
-    box: Box
+    box: Box | None
     category: str
+    boxes: tuple[Box, ...] = ()
 
     @property
     def type(self) -> str:
@@ -58,8 +78,21 @@ def verified(
         return None
     if not is_unambiguous(spec, objects, match):
         return None
+    text = render_query(spec, rng)
+    if isinstance(spec, MultipleQuery):
+        boxes = tuple(objects[i].box for i in targets)
+        return SceneQuery(spec, text, match, targets, boxes[0], shape, boxes)
     box = union_box([objects[i].box for i in targets])
-    return SceneQuery(spec, render_query(spec, rng), match, targets, box, shape)
+    return SceneQuery(spec, text, match, targets, box, shape)
+
+
+def verified_absent(
+    rng: np.random.Generator, objects: list[SceneObject], spec: AbsentQuery
+) -> SceneQuery | None:
+    """The query, if no reading of it fits the scene."""
+    if resolve(spec, objects):
+        return None
+    return SceneQuery(spec, render_query(spec, rng), (), (), None, described(spec).shape or "shape")
 
 
 def unique_desc(
@@ -90,6 +123,7 @@ class Asker:
         self.rng, self.objects, self.groups, self.split = rng, objects, groups, split
         self.used: set[Match] = set()
         self.used_groups: set[int] = set()
+        self.asked_absent: set[AbsentQuery] = set()
 
     def targets(self, limit: int) -> list[SceneObject]:
         fits = [
@@ -175,6 +209,87 @@ class Asker:
             if query is not None:
                 self.used_groups.add(group.id)
                 return query
+        return None
+
+    def multiple(self) -> SceneQuery | None:
+        """ "all the red stars" or "the two circles on the left": every referent a target of
+        this split, a same-shape object outside them."""
+        rng, objects = self.rng, self.objects
+        for target in self.targets(20):
+            descs = [Desc(target.shape, target.color), Desc(color=target.color),
+                     Desc(target.shape, target.color, target.size)]  # fmt: skip
+            for desc in shuffled(rng, descs):
+                fitting = [o for o in objects if desc.matches(o)]
+                if len(fitting) < 2 or not all(target_ok(o.pair, self.split) for o in fitting):
+                    continue
+                forms = [MultipleQuery(desc)] if len(fitting) <= MAX_REFERENTS else []
+                forms += [MultipleQuery(desc, n, side)
+                          for n in NUMBERS if n < len(fitting) for side in SIDES]  # fmt: skip
+                for spec in shuffled(rng, forms):
+                    matches = resolve(spec, objects)
+                    if len(matches) != 1 or target.id not in matches[0]:
+                        continue
+                    if spec.count is not None and len(matches[0]) != spec.count:
+                        continue
+                    query = verified(rng, objects, spec, matches[0])
+                    if query is not None and query.target not in self.used:
+                        return query
+        return None
+
+    def absent(self) -> SceneQuery | None:
+        """A description of nothing here: a missing colour-shape pair (or size), a present
+        target placed relative to a missing anchor, or a relation that holds of none."""
+        for kind in shuffled(self.rng, (self._missing_pair, self._missing_anchor,
+                                        self._false_relation)):  # fmt: skip
+            spec = kind()
+            if spec is not None and spec not in self.asked_absent:
+                query = verified_absent(self.rng, self.objects, spec)
+                if query is not None:
+                    self.asked_absent.add(spec)
+                    return query
+        return None
+
+    def _missing(self, ok: Callable[[tuple[str, str], str], bool]) -> list[Desc]:
+        """Colour-shape pairs (of the scene's colours and shapes) no object has, ``ok`` to
+        name in this split."""
+        present = {o.pair for o in self.objects}
+        colors = sorted({o.color for o in self.objects}, key=list(COLORS).index)
+        shapes = sorted({o.shape for o in self.objects}, key=SHAPES.index)
+        return [Desc(s, c) for c in colors for s in shapes
+                if (c, s) not in present and ok((c, s), self.split)]  # fmt: skip
+
+    def _missing_pair(self) -> AbsentQuery | None:
+        rng = self.rng
+        descs = self._missing(target_ok)
+        for obj in self.targets(10):  # a present pair in a size it does not come in
+            sizes = {o.size for o in self.objects if o.pair == obj.pair}
+            descs += [Desc(obj.shape, obj.color, size) for size in SIZES if size not in sizes][:1]
+        return AbsentQuery(AttributeQuery(choice(rng, descs))) if descs else None
+
+    def _missing_anchor(self) -> AbsentQuery | None:
+        anchors = self._missing(named_ok)
+        targets = self.targets(1)
+        if not anchors or not targets:
+            return None
+        target = targets[0]
+        desc = choice(self.rng, [Desc(target.shape), Desc(target.shape, target.color)])
+        relation = choice(self.rng, RELATIONS)
+        return AbsentQuery(RelationQuery(desc, relation, choice(self.rng, anchors)))
+
+    def _false_relation(self) -> AbsentQuery | None:
+        rng, objects = self.rng, self.objects
+        for target in self.targets(5):
+            desc = Desc(target.shape, target.color)
+            for anchor in shuffled(rng, objects)[:10]:
+                if anchor.pair == target.pair or not named_ok(anchor.pair, self.split):
+                    continue
+                anchor_desc = unique_desc(rng, anchor, objects)
+                if anchor_desc is None:
+                    continue
+                for relation in shuffled(rng, RELATIONS):
+                    spec = RelationQuery(desc, relation, anchor_desc)
+                    if not resolve(spec, objects):
+                        return AbsentQuery(spec)
         return None
 
 

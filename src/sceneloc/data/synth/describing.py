@@ -36,10 +36,12 @@ from sceneloc.data.synth.ordering import strict_rank
 from sceneloc.data.synth.resolver import is_unambiguous, related
 from sceneloc.data.synth.sampling import named_ok
 from sceneloc.data.synth.specs import (
+    AbsentQuery,
     AttributeQuery,
     Desc,
     GroupQuery,
     Match,
+    MultipleQuery,
     OrdinalQuery,
     QuerySpec,
     RelationQuery,
@@ -79,7 +81,11 @@ class SceneDescriber:
 
     def descriptions(self, query: SceneQuery) -> list[QuerySpec]:
         """Every unambiguous description of the target of ``query`` (see the module doc)."""
-        if isinstance(query.spec, GroupQuery):
+        if isinstance(query.spec, AbsentQuery):
+            return []  # nothing to describe
+        if isinstance(query.spec, MultipleQuery):
+            found = iter([query.spec])  # verified as asked; its other wordings are not listed
+        elif isinstance(query.spec, GroupQuery):
             found = self._group(query)
         else:
             target = self.objects[query.target[0]]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sceneloc.data.synth.options import MAX_SIZE, SynthError
 from sceneloc.data.synth.vocab import (
+    ALL_QUERY_TYPES,
     ARRANGEMENTS,
     COLORS,
     CONTAINERS,
@@ -135,6 +136,8 @@ def make_domain(
         background=background,
         object_size_base=object_size_base,
         query_types=(
-            QUERY_TYPES if query_types is None else _names(query_types, QUERY_TYPES, "query type")
+            QUERY_TYPES
+            if query_types is None
+            else _names(query_types, ALL_QUERY_TYPES, "query type")
         ),
     )

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from sceneloc.data.synth.specs import (
+    AbsentQuery,
     AttributeQuery,
     Desc,
     GroupQuery,
+    MultipleQuery,
     OrdinalQuery,
     QuerySpec,
     RelationQuery,
@@ -26,6 +28,7 @@ from sceneloc.data.synth.vocab import (
     ORDINALS,
     PLURALS,
     SHAPES,
+    SIDES,
     SIZE_WORDS,
 )
 
@@ -42,20 +45,29 @@ def pick(options: Sequence[str], rng: np.random.Generator | None) -> str:
     return options[0] if rng is None else options[int(rng.integers(len(options)))]
 
 
-def desc_text(desc: Desc, rng: np.random.Generator | None = None) -> str:
-    """``"[size] [colour] shape"``, the word "shape" standing in for an unsaid shape."""
+def desc_text(desc: Desc, rng: np.random.Generator | None = None, plural: bool = False) -> str:
+    """``"[size] [colour] shape"``, the word "shape" standing in for an unsaid shape
+    (``plural``: "shapes", "red stars")."""
     words = []
     if desc.size is not None:
         words.append(pick(SIZE_WORDS[desc.size], rng))
     if desc.color is not None:
         words.append(desc.color)
-    words.append(desc.shape or "shape")
+    shape = desc.shape or "shape"
+    words.append((PLURALS[shape] if desc.shape else "shapes") if plural else shape)
     return " ".join(words)
 
 
 def render_query(spec: QuerySpec, rng: np.random.Generator | None = None) -> str:
     """The query in English; ``rng`` varies synonyms ("big"/"large"), :func:`parse_query`
-    reads every variant back."""
+    reads every variant back. An absent query is worded as the query it wraps."""
+    if isinstance(spec, AbsentQuery):
+        return render_query(spec.spec, rng)
+    if isinstance(spec, MultipleQuery):
+        if spec.count is None:
+            return f"all the {desc_text(spec.desc, rng, plural=True)}"
+        side = f" {SIDES[spec.side]}" if spec.side else ""
+        return f"the {NUMBERS[spec.count]} {desc_text(spec.desc, rng, plural=True)}{side}"
     if isinstance(spec, AttributeQuery):
         return f"the {desc_text(spec.desc, rng)}"
     if isinstance(spec, RelationQuery):
@@ -84,11 +96,21 @@ _RELATION = re.compile(r"the (.+?) (?:to the )?(left of|right of|above|below) th
 _NTH = re.compile(rf"the ({'|'.join(ORDINALS.values())}) (.+) from the (left|right|top|bottom)")
 _EXTREME = re.compile(rf"the ({'|'.join(_ORDER_OF_WORD)}) (.+)")
 _ATTRIBUTE = re.compile(r"the (.+)")
+_ALL = re.compile(r"all the (.+)")
+_SIDE_OF_WORDS = {words: side for side, words in SIDES.items()}
+_COUNTED = re.compile(
+    rf"the ({'|'.join(NUMBERS.values())}) (.+?)(?: ({'|'.join(_SIDE_OF_WORDS)}))?"
+)
 
 
-def parse_desc(text: str) -> Desc:
-    """``"[size] [colour] shape"``; the shape may be the word "shape" after a size or colour."""
+def parse_desc(text: str, plural: bool = False) -> Desc:
+    """``"[size] [colour] shape"``; the shape may be the word "shape" after a size or colour
+    (``plural``: "[size] [colour] shapes")."""
     words = text.split()
+    if plural:
+        if not words or words[-1] not in (*_SHAPE_OF_PLURAL, "shapes"):
+            raise ValueError(f"not a plural object description: {text!r}")
+        words[-1] = _SHAPE_OF_PLURAL.get(words[-1], "shape")
     size = _SIZE_OF_WORD.get(words[0]) if words else None
     words = words[1:] if size else words
     color = words[0] if words and words[0] in COLORS else None
@@ -110,6 +132,11 @@ def parse_query(text: str) -> QuerySpec:
             raise ValueError(f"not a synthetic-scene query: {text!r}")
         member = Desc(shape=_SHAPE_OF_PLURAL[plural], color=color)
         return GroupQuery(arrangement, (member,) * _NUMBER_OF_WORD[count])
+    if m := _ALL.fullmatch(text):
+        return MultipleQuery(parse_desc(m[1], plural=True))
+    if m := _COUNTED.fullmatch(text):
+        side = _SIDE_OF_WORDS[m[3]] if m[3] else None
+        return MultipleQuery(parse_desc(m[2], plural=True), _NUMBER_OF_WORD[m[1]], side)
     if m := _PAIR.fullmatch(text):
         return GroupQuery(m[2], (parse_desc(m[1]), parse_desc(m[3])))
     if m := _RELATION.fullmatch(text):

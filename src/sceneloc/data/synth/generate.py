@@ -27,7 +27,7 @@ from sceneloc.data.format import Sample, write_samples
 from sceneloc.data.synth.domain import DEFAULT_DOMAIN, Domain
 from sceneloc.data.synth.options import SynthError, check_options
 from sceneloc.data.synth.scene import make_scene
-from sceneloc.data.synth.vocab import QUERY_TYPES, SPLITS
+from sceneloc.data.synth.vocab import SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def generate(
         out_dir=out,
         images=counts,
         samples={name: samples[name] for name in counts},
-        types={name: types[name] for name in QUERY_TYPES},
+        types={name: types[name] for name in domain.query_types},
         objects=objects,
         descriptions=described_count,
         seconds=seconds,

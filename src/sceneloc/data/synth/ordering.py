@@ -40,10 +40,8 @@ def _possible_ranks(key: float, others: Sequence[float], tolerance: float) -> ra
     return range(clearly_before + 1, maybe_before + 2)
 
 
-def ranked(
-    objects: Sequence[SceneObject], order: str, rank: int, strict: bool = False
-) -> list[SceneObject]:
-    """The objects that can be ``rank``-th (1-based) in ``order``; several when it is unclear."""
+def possible_ranks(objects: Sequence[SceneObject], order: str, strict: bool = False) -> list[range]:
+    """The 1-based ranks each of ``objects`` can take in ``order`` (several when unclear)."""
     key = order_key(order)
     if strict:
         tolerance = 0.0
@@ -52,11 +50,15 @@ def ranked(
     else:
         tolerance = 0.5 * float(np.median([o.extent for o in objects])) if objects else 0.0
     keys = [key(o) for o in objects]
-    return [
-        obj
-        for i, obj in enumerate(objects)
-        if rank in _possible_ranks(keys[i], keys[:i] + keys[i + 1 :], tolerance)
-    ]
+    return [_possible_ranks(keys[i], keys[:i] + keys[i + 1 :], tolerance) for i in range(len(keys))]
+
+
+def ranked(
+    objects: Sequence[SceneObject], order: str, rank: int, strict: bool = False
+) -> list[SceneObject]:
+    """The objects that can be ``rank``-th (1-based) in ``order``; several when it is unclear."""
+    ranks = possible_ranks(objects, order, strict)
+    return [obj for obj, possible in zip(objects, ranks) if rank in possible]
 
 
 def strict_rank(target: SceneObject, objects: Sequence[SceneObject], order: str) -> int:

@@ -13,6 +13,10 @@ All geometry uses tight box centres in pixels; an object's *extent* is its large
   when its description fits several objects the relation says nothing and every object
   fitting the target description matches, once per anchor candidate.
 - ordinal: see :mod:`~sceneloc.data.synth.ordering`.
+- multiple "all the red stars": every object fitting the description, one match of all of
+  them; "the two circles on the left": the circles whose every possible rank from the left is
+  at most two, and, when some circle's rank straddles two, a second reading with it.
+- absent: read as the attribute or relation query it is worded as (no match, when well-posed).
 - group "inside": the box within the container's box (tolerant: the centre within it and a
   smaller extent); "on top of": horizontally aligned within 0.15 of the larger extent and the
   gap between one's bottom and the other's top in [0, 0.25] of the smaller extent (tolerant:
@@ -29,10 +33,12 @@ from itertools import combinations
 import numpy as np
 
 from sceneloc.data.synth.objects import SceneObject
-from sceneloc.data.synth.ordering import order_key, ranked
+from sceneloc.data.synth.ordering import order_key, possible_ranks, ranked
 from sceneloc.data.synth.specs import (
+    AbsentQuery,
     AttributeQuery,
     Match,
+    MultipleQuery,
     OrdinalQuery,
     QuerySpec,
     RelationQuery,
@@ -103,9 +109,14 @@ def resolve(spec: QuerySpec, objects: Sequence[SceneObject], strict: bool = Fals
 
     Attribute and ordinal matches are ``(target,)``; relation matches ``(target, anchor)``;
     group matches the member ids in the order named (a row left to right, a column top to
-    bottom). A well-posed query has exactly one match; see
+    bottom); a multiple query's match its referents' ids in increasing order. A well-posed
+    query has exactly one match (an absent one none); see
     :func:`~sceneloc.data.synth.specs.target_ids`.
     """
+    if isinstance(spec, AbsentQuery):
+        return resolve(spec.spec, objects, strict)
+    if isinstance(spec, MultipleQuery):
+        return _multiple(spec, objects, strict)
     if isinstance(spec, AttributeQuery):
         return [(o.id,) for o in objects if spec.desc.matches(o)]
     if isinstance(spec, RelationQuery):
@@ -131,6 +142,20 @@ def resolve(spec: QuerySpec, objects: Sequence[SceneObject], strict: bool = Fals
         for group in combinations(line, len(spec.members))
         if in_line(group, spec.arrangement, strict)
     ]
+
+
+def _multiple(spec: MultipleQuery, objects: Sequence[SceneObject], strict: bool) -> list[Match]:
+    fitting = [o for o in objects if spec.desc.matches(o)]
+    if spec.count is None:
+        return [tuple(sorted(o.id for o in fitting))] if fitting else []
+    if spec.side is None:  # "the two red stars": true only when there are exactly two
+        return [tuple(sorted(o.id for o in fitting))] if len(fitting) == spec.count else []
+    if len(fitting) < spec.count:
+        return []
+    ranks = possible_ranks(fitting, spec.side, strict)
+    surely = tuple(sorted(o.id for o, r in zip(fitting, ranks) if r.stop - 1 <= spec.count))
+    maybe = tuple(sorted(o.id for o, r in zip(fitting, ranks) if r.start <= spec.count))
+    return list(dict.fromkeys(m for m in (surely, maybe) if m))
 
 
 def is_unambiguous(spec: QuerySpec, objects: Sequence[SceneObject], match: Match) -> bool:

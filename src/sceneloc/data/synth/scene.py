@@ -56,12 +56,14 @@ class Scene:
         return f"{self.image_id}_{index}"
 
     def _sample(self, sample_id: str, query: SceneQuery, text: str, kind: str) -> Sample:
+        several = query.type in ("multiple", "absent")  # every target box, or none
         return Sample(
             id=sample_id,
             image=self.image_path,
             query=text,
             box=query.box,
             split=self.split,
+            boxes=[list(b) for b in query.boxes] if several else None,
             type=kind,
             category=query.category,
             image_id=self.image_id,

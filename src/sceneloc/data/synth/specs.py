@@ -1,4 +1,4 @@
-"""What a query asks, as data: descriptions, the four query types and their JSON form.
+"""What a query asks, as data: descriptions, the query types and their JSON form.
 
 A spec says nothing about wording (:mod:`~sceneloc.data.synth.english`) or about how it is
 read against a scene (:mod:`~sceneloc.data.synth.resolver`); it is the common ground of both.
@@ -80,7 +80,28 @@ class GroupQuery:
     type: ClassVar[str] = "group"
 
 
-QuerySpec = AttributeQuery | RelationQuery | OrdinalQuery | GroupQuery
+@dataclass(frozen=True)
+class MultipleQuery:
+    """Several referents: "all the red stars" (``count`` ``None``: every object fitting
+    ``desc``) or "the two circles on the left" (the ``count`` nearest the ``side``)."""
+
+    desc: Desc
+    count: int | None = None
+    side: str | None = None
+    type: ClassVar[str] = "multiple"
+
+
+@dataclass(frozen=True)
+class AbsentQuery:
+    """A description of nothing in the scene, worded as an attribute or relation query: a
+    colour-shape pair the scene lacks, an anchor it lacks, or a relation that holds of no
+    object fitting the target's description."""
+
+    spec: AttributeQuery | RelationQuery
+    type: ClassVar[str] = "absent"
+
+
+QuerySpec = AttributeQuery | RelationQuery | OrdinalQuery | GroupQuery | MultipleQuery | AbsentQuery
 
 
 def spec_to_dict(spec: QuerySpec) -> dict[str, Any]:
@@ -101,6 +122,11 @@ def spec_to_dict(spec: QuerySpec) -> dict[str, Any]:
             "order": spec.order,
             "rank": spec.rank,
         }
+    if isinstance(spec, MultipleQuery):
+        return {"type": spec.type, "desc": spec.desc.to_dict(), "count": spec.count,
+                "side": spec.side}  # fmt: skip
+    if isinstance(spec, AbsentQuery):
+        return {"type": spec.type, "spec": spec_to_dict(spec.spec)}
     return {
         "type": spec.type,
         "arrangement": spec.arrangement,
@@ -118,6 +144,13 @@ def spec_from_dict(record: dict[str, Any]) -> QuerySpec:
         return OrdinalQuery(Desc(**record["desc"]), record["order"], int(record["rank"]))
     if kind == "group":
         return GroupQuery(record["arrangement"], tuple(Desc(**m) for m in record["members"]))
+    if kind == "multiple":
+        return MultipleQuery(Desc(**record["desc"]), record.get("count"), record.get("side"))
+    if kind == "absent":
+        inner = spec_from_dict(record["spec"])
+        if not isinstance(inner, AttributeQuery | RelationQuery):
+            raise ValueError(f"an absent query is an attribute or relation one, not {inner.type}")
+        return AbsentQuery(inner)
     raise ValueError(f"unknown query type {kind!r}")
 
 
@@ -131,6 +164,12 @@ def with_target(spec: QuerySpec, target: Desc) -> QuerySpec:
         return RelationQuery(target, spec.relation, spec.anchor)
     if isinstance(spec, OrdinalQuery):
         return OrdinalQuery(target, spec.order, spec.rank)
+    if isinstance(spec, MultipleQuery):
+        return MultipleQuery(target, spec.count, spec.side)
+    if isinstance(spec, AbsentQuery):
+        inner = with_target(spec.spec, target)
+        assert isinstance(inner, AttributeQuery | RelationQuery)
+        return AbsentQuery(inner)
     if spec.arrangement in ("row", "column"):
         return GroupQuery(spec.arrangement, (target,) * len(spec.members))
     return GroupQuery(spec.arrangement, (target, *spec.members[1:]))
@@ -139,16 +178,20 @@ def with_target(spec: QuerySpec, target: Desc) -> QuerySpec:
 def described(spec: QuerySpec) -> Desc:
     """The description the referent fits (:func:`with_target`'s target): "the second star
     from the left" -> star; a relation's target, a group's first member."""
-    if isinstance(spec, AttributeQuery | OrdinalQuery):
+    if isinstance(spec, AttributeQuery | OrdinalQuery | MultipleQuery):
         return spec.desc
     if isinstance(spec, RelationQuery):
         return spec.target
+    if isinstance(spec, AbsentQuery):
+        return described(spec.spec)
     return spec.members[0]
 
 
 def anchor_index(spec: QuerySpec) -> int | None:
     """Where a match of ``spec`` holds the thing its referent is placed relative to: a
     relation's anchor, the second of "inside"/"on top of"; ``None`` for others."""
+    if isinstance(spec, AbsentQuery):
+        return anchor_index(spec.spec)
     if isinstance(spec, RelationQuery) or (
         isinstance(spec, GroupQuery) and spec.arrangement in ("inside", "on top of")
     ):
@@ -157,5 +200,8 @@ def anchor_index(spec: QuerySpec) -> int | None:
 
 
 def target_ids(spec: QuerySpec, match: Match) -> Match:
-    """The ids the query refers to: all of a group, the first id of any other match."""
-    return match if isinstance(spec, GroupQuery) else match[:1]
+    """The ids the query refers to: all of a group or a multiple query, none of an absent
+    one, the first id of any other match."""
+    if isinstance(spec, AbsentQuery):
+        return ()
+    return match if isinstance(spec, GroupQuery | MultipleQuery) else match[:1]

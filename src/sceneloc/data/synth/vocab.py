@@ -56,7 +56,11 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
 )
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "compositional")
+#: The query types a dataset asks by default: one referent each.
 QUERY_TYPES: tuple[str, ...] = ("attribute", "relation", "ordinal", "group")
+#: Opt-in types: several referents ("all the red stars") and none (a description of nothing
+#: in the scene); asked only when named, so default datasets stay as they were.
+ALL_QUERY_TYPES: tuple[str, ...] = (*QUERY_TYPES, "multiple", "absent")
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 ORDERS: tuple[str, ...] = ("left", "right", "top", "bottom", "largest", "smallest")
 ARRANGEMENTS: tuple[str, ...] = ("inside", "on top of", "row", "column")
@@ -64,6 +68,12 @@ ARRANGEMENTS: tuple[str, ...] = ("inside", "on top of", "row", "column")
 CONTAINERS: tuple[str, ...] = ("circle", "square", "hexagon")
 
 NUMBERS: dict[int, str] = {2: "two", 3: "three", 4: "four"}
+#: The sides a multiple query counts from ("the two circles on the left"), and their words.
+SIDES: dict[str, str] = {
+    "left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
+}  # fmt: skip
+#: The most referents of one multiple query ("all the red stars").
+MAX_REFERENTS = 6
 ORDINALS: dict[int, str] = {1: "first", 2: "second", 3: "third", 4: "fourth"}
 EXTREMES: dict[str, tuple[str, ...]] = {
     "left": ("leftmost",),

@@ -42,12 +42,14 @@ def mirror_query(query: str) -> str:
 
 @dataclass
 class ImageGroup:
-    """One image and the queries that refer into it (pixel boxes, one per query)."""
+    """One image and the queries that refer into it: per query its box (``None``: it
+    describes nothing there) and every target box (pixels)."""
 
     path: Path
     image_id: str | None
     queries: list[str] = field(default_factory=list)
-    boxes: list[list[float]] = field(default_factory=list)
+    boxes: list[list[float] | None] = field(default_factory=list)
+    targets: list[list[list[float]]] = field(default_factory=list)
 
 
 def group_by_image(samples: Iterable[Sample], root: Path) -> list[ImageGroup]:
@@ -59,6 +61,7 @@ def group_by_image(samples: Iterable[Sample], root: Path) -> list[ImageGroup]:
         group = groups.setdefault(path, ImageGroup(path, image_id))
         group.queries.append(sample.query)
         group.boxes.append(sample.box)
+        group.targets.append(sample.targets)
     return list(groups.values())
 
 
@@ -187,16 +190,21 @@ class GroundingDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         pixels, (width, height) = self._pixels(index)
         queries = list(group.queries)
-        boxes = [to_normalized(box, width, height) for box in group.boxes]
-        present = [1.0] * len(queries)
+        nowhere = [0.5, 0.5, 1.0, 1.0]  # the box of a query whose referent is absent
+        boxes = [nowhere if box is None else to_normalized(box, width, height)
+                 for box in group.boxes]  # fmt: skip
+        targets = [[to_normalized(box, width, height) for box in boxes_of_query]
+                   for boxes_of_query in group.targets]  # fmt: skip
+        present = [1.0 if box is not None else 0.0 for box in group.boxes]
         if self.absent is not None and self.absent_fraction > 0:
             for _ in range(rng.binomial(len(group.queries), self.absent_fraction)):
                 query = self.absent.sample(group, rng)
                 if query is not None:
                     queries.append(query)
-                    boxes.append([0.5, 0.5, 1.0, 1.0])
+                    boxes.append(nowhere)
+                    targets.append([])
                     present.append(0.0)
-        item = {"queries": queries, "boxes": boxes, "present": present}
+        item = {"queries": queries, "boxes": boxes, "targets": targets, "present": present}
         if self.scenes is not None:
             scene = self._scene(group)
             item["objects"] = object_targets(scene, self.attributes)
@@ -207,6 +215,8 @@ class GroundingDataset(torch.utils.data.Dataset):
             pixels = pixels[:, :, ::-1].copy()
             item["queries"] = [mirror_query(q) for q in queries]
             item["boxes"] = [[1.0 - cx, cy, w, h] for cx, cy, w, h in boxes]
+            item["targets"] = [[[1.0 - cx, cy, w, h] for cx, cy, w, h in query_targets]
+                               for query_targets in targets]  # fmt: skip
             if "objects" in item:
                 item["objects"] = [[1.0 - cx, *rest] for cx, *rest in item["objects"]]
                 item["labels"] = [
@@ -239,11 +249,22 @@ class Collator:
                 [b for item in items for b in item["boxes"]], dtype=torch.float32
             ),
             "present": torch.tensor([p for item in items for p in item["present"]]),
+            "target_boxes": self._targets(items),
         }
         if "objects" in items[0]:
             batch["object_boxes"], batch["object_labels"] = self._objects(items)
             batch["target_fits"], batch["anchor_centers"] = self._query_labels(items)
         return batch
+
+    @staticmethod
+    def _targets(items: list[dict[str, Any]]) -> torch.Tensor:
+        """Every query's target boxes ``(queries, k, 4)``, rows of -1 past its last."""
+        targets = [query for item in items for query in item["targets"]]
+        table = torch.full((len(targets), max(1, *map(len, targets)), 4), -1.0)
+        for row, boxes in enumerate(targets):
+            if boxes:
+                table[row, : len(boxes)] = torch.tensor(boxes)
+        return table
 
     @staticmethod
     def _query_labels(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:

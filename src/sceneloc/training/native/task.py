@@ -1,6 +1,7 @@
 """Training the native model: its options and presets, and the task the loop runs.
 
-The model is built from the options (pretrained encoders are downloaded or read here) or
+The model is built from the options (pretrained encoders are downloaded or read here),
+started from a trained model (``init_from``: a fine-tune, heads it lacks start fresh) or
 loaded from a run's ``last/`` to resume. Its data is the samples file, and, when a
 ``scenes.jsonl`` lies beside it, every object of every image (attribute targets) with the
 strategies that suit the scenes (:mod:`~sceneloc.training.native.queries`). Validation runs
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sceneloc.api import Grounder
@@ -68,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: The options that are the model's configuration.
 MODEL_OPTIONS = ("image_encoder", "text_encoder", "fusion", "image_size", "hidden_size",
                  "fusion_layers", "image_layers", "attention_heads", "text_layers", "dropout",
-                 "freeze_image_encoder", "freeze_text_encoder")  # fmt: skip
+                 "freeze_image_encoder", "freeze_text_encoder", "referent_head")  # fmt: skip
 
 
 @dataclass
@@ -91,6 +93,9 @@ class NativeOptions(TrainingOptions):
     word_vectors: str | None = None
     freeze_image_encoder: bool = False
     freeze_text_encoder: bool = False
+    referent_head: bool = True
+    # a trained model directory to start from (its weights; the options' sizes are ignored)
+    init_from: str | None = None
     # learning rates of parts of the model, as multiples of ``lr``
     encoder_lr_scale: float = 1.0
     reasoning_lr_scale: float = 1.0
@@ -145,6 +150,45 @@ def build_model(
     return model, tokenizer
 
 
+def model_from(
+    options: NativeOptions, checkpoint: str | Path, texts: list[str]
+) -> tuple[NativeGroundingModel, PreTrainedTokenizerBase]:
+    """A trained model to fine-tune: its weights, with the built-in vocabulary grown by the
+    words of ``texts`` it lacks (their embeddings start fresh) and a referent head when the
+    options want one and it has none (started fresh too)."""
+    directory = Path(checkpoint)
+    try:
+        config = NativeConfig.from_pretrained(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        state = load_file(directory / "model.safetensors")
+    except OSError as exc:
+        raise TrainingError(f"cannot start from {directory}: {exc}") from None
+    if config.text_encoder == BUILTIN_TEXT:
+        vocabulary = tokenizer.get_vocab()
+        known = sorted(vocabulary, key=vocabulary.__getitem__)[2:]  # past [PAD] and [UNK]
+        new = [word for word in vocabulary_from_texts(texts) if word not in vocabulary]
+        tokenizer = word_tokenizer(known + new, max_length=config.max_text_length)
+        config.vocab_size = len(tokenizer)
+        if new:
+            logger.info("new words: %s", ", ".join(new))
+    config.referent_head = config.referent_head or (
+        options.referent_head and config.fusion == "cross-attention"
+    )
+    model = NativeGroundingModel(config)
+    fresh = model.state_dict()
+    embed = "text_encoder.embed.weight"
+    if embed in state and state[embed].shape != fresh[embed].shape:
+        grown = fresh[embed].clone()
+        grown[: len(state[embed])] = state[embed]
+        state[embed] = grown
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not name.startswith("referent_head.") for name in missing):
+        raise TrainingError(
+            f"{directory} does not fit its own config (missing {missing}, unexpected {unexpected})"
+        )
+    return model, tokenizer
+
+
 class NativeTask(TrainingTask):
     """The native grounding model on a samples file (and its scenes, when it has them)."""
 
@@ -177,6 +221,8 @@ class NativeTask(TrainingTask):
         if resume_from is not None:
             model = NativeGroundingModel.from_pretrained(resume_from)
             self.tokenizer = AutoTokenizer.from_pretrained(resume_from)
+        elif self.options.init_from:
+            model, self.tokenizer = model_from(self.options, self.options.init_from, self.texts)
         else:
             learn = self.scenes is not None and self.options.learn_attributes
             attributes = self.scenes.attributes() if learn else None

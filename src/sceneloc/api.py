@@ -28,6 +28,7 @@ from sceneloc.errors import (
 from sceneloc.images import ImageInput, load_image
 from sceneloc.registry import Capability, ModelSettings, Task, as_task, default_model, resolve
 from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
+from sceneloc.targets import choose_targets
 from sceneloc.tiling import TileSetting, parse_overlap, parse_tiles
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class Grounder(TaskModel):
                 results = self._events(predict, picture, texts, threshold, top_k)
             else:
                 results = [
-                    LocateResult(text, rank(found, picture.size, threshold, top_k), picture)
+                    self._result(text, found, picture, threshold, top_k)
                     for text, found in zip(texts, predict(picture, texts, threshold))
                 ]
         timing_ms = (time.perf_counter() - started) * 1000
@@ -228,6 +229,16 @@ class Grounder(TaskModel):
             return self.backend.predict(image, queries, threshold, **options)
 
         return predict
+
+    def _result(
+        self, text: str, found: Candidates, image: Image.Image, threshold: float, top_k: int
+    ) -> LocateResult:
+        """The query's result: its ``top_k`` candidates, and its targets, every candidate
+        kept from a family that names its own, else as many as the query asks for."""
+        kept = rank(found, image.size, threshold, len(found))
+        own = Capability.TARGETS in self.backend.family.capabilities
+        targets = kept if own else choose_targets(text, kept, threshold)
+        return LocateResult(text, kept.top_k(top_k), image, targets=targets)
 
     def _events(
         self, predict: Predict, image, texts: list[str], threshold: float, top_k: int

@@ -59,6 +59,10 @@ class Capability(str, Enum):
     #: Trained on boxes around the several things a query names ("the circle inside the
     #: square"), so it answers an event query (``locate(..., events=True)``) itself.
     EVENT_BOXES = "learnt event boxes"
+    #: Says itself which boxes are the query's targets (several, or none): every candidate
+    #: above the threshold is one, where other families' are chosen by what the query asks
+    #: (:mod:`sceneloc.targets`).
+    TARGETS = "own targets"
     #: ``sceneloc train`` trains this family's models.
     TRAINABLE = "trainable"
     #: Each candidate comes with its mask (the object's own pixels): cut-outs, RLE in the JSON.

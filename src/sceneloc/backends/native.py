@@ -1,7 +1,9 @@
 """sceneloc's own trainable two-stream model (``sceneloc train``), and the bundled one.
 
 The image is encoded once per ``locate`` call; each query gets one box, scored by the
-model's presence head ("is the described thing there at all").
+model's presence head ("is the described thing there at all"), and, from a model with a
+referent head, the boxes of its other targets after it ("all the red stars"), each scored
+by the lower of the presence score and its own referent probability.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from sceneloc.backends.base import Backend, from_pretrained
+from sceneloc.boxes import iou_matrix
 from sceneloc.candidates import Candidates
 from sceneloc.native.model import NativeGroundingModel, NativeOutput
 from sceneloc.native.processing import normalize, resize, to_pixels, tokenize
@@ -24,6 +28,10 @@ if TYPE_CHECKING:
 
 #: The model trained on synthetic dense scenes that ships inside the package.
 BUNDLED = Path(__file__).resolve().parents[1] / "native" / "weights" / "native-synth"
+#: The referent probability a cell needs to name one more target.
+REFERENT_THRESHOLD = 0.5
+#: Cells whose boxes overlap more than this (IoU) name the same target.
+SAME_TARGET_IOU = 0.5
 
 
 class NativeModelBackend(Backend):
@@ -59,6 +67,7 @@ class NativeModelBackend(Backend):
         Capability.IMAGE_ENCODED_ONCE,
         Capability.TRAINABLE,
         Capability.EVENT_BOXES,
+        Capability.TARGETS,
     ],
     # The (calibrated) presence probability a referent needs to be reported.
     settings=ModelSettings(default_threshold=0.5),
@@ -90,7 +99,30 @@ class NativeBackend(NativeModelBackend):
         outputs = self.forward(image, queries)
         scores = self.model.presence_probability(outputs).float().cpu().numpy()
         boxes = to_pixels(outputs.boxes.float().cpu().numpy(), image.width, image.height)
-        return [
+        best = [
             Candidates(box[None], score[None], [query])
             for query, box, score in zip(queries, boxes, scores)
         ]
+        if outputs.referent_logits is None:
+            return best
+        referents = outputs.referent_logits.float().sigmoid().cpu().numpy()
+        cells = outputs.cell_boxes.float().cpu().numpy()
+        return [
+            Candidates.concatenate([first, self._others(first, cell_boxes, probability, image)])
+            for first, cell_boxes, probability in zip(best, cells, referents)
+        ]
+
+    @staticmethod
+    def _others(
+        best: Candidates, cells: np.ndarray, probability: np.ndarray, image: Image.Image
+    ) -> Candidates:
+        """The targets besides the best box: cells the referent head names, one per thing."""
+        named = probability >= REFERENT_THRESHOLD
+        if not named.any():
+            return Candidates.empty()
+        found = Candidates.of(
+            to_pixels(cells[named], image.width, image.height),
+            np.minimum(probability[named], best.scores[0]),
+            str(best.labels[0]),
+        ).nms(SAME_TARGET_IOU)
+        return found[iou_matrix(found.boxes, best.boxes)[:, 0] < SAME_TARGET_IOU]

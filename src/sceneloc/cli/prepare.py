@@ -69,6 +69,29 @@ def refcoco(
     _write(out, samples, stats)
 
 
+@app.command()
+def grefcoco(
+    root: Annotated[
+        Path, typer.Option(help="Folder holding grefs(<split-by>).json and instances.json.")
+    ],
+    images: Annotated[Path, typer.Option(help="Folder of the COCO train2014 images.")],
+    split: Annotated[
+        str, typer.Option(help="Split to convert (train, val, testA, testB) or 'all'.")
+    ],
+    out: Out,
+    split_by: Annotated[str, typer.Option(help="The refs file's split scheme (unc).")] = "unc",
+    skip_bad: SkipBad = False,
+) -> None:
+    """gRefCOCO: one sample per sentence, with every target box (none for no-target ones)."""
+    from sceneloc.data.grefcoco import convert_grefcoco
+
+    stats = ConversionStats()
+    samples = convert_grefcoco(
+        root, images, split, split_by, relative_to=out.parent, skip_bad=skip_bad, stats=stats
+    )
+    _write(out, samples, stats)
+
+
 @app.command("flickr30k-entities")
 def flickr30k_entities(
     root: Annotated[Path, typer.Option(help="Folder holding Sentences/ and Annotations/.")],

@@ -4,6 +4,7 @@ from sceneloc.data.coco import convert_coco
 from sceneloc.data.convert import ConversionStats
 from sceneloc.data.flickr30k import convert_flickr30k_entities
 from sceneloc.data.format import Sample, read_samples, write_samples
+from sceneloc.data.grefcoco import convert_grefcoco
 from sceneloc.data.odvg import convert_odvg
 from sceneloc.data.refcoco import convert_refcoco
 from sceneloc.data.scenes import ObjectRecord, SceneRecord, Scenes, read_scenes, scenes_beside
@@ -17,6 +18,7 @@ __all__ = [
     "Scenes",
     "convert_coco",
     "convert_flickr30k_entities",
+    "convert_grefcoco",
     "convert_odvg",
     "convert_refcoco",
     "convert_visual_genome",

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sceneloc.data.coco import CocoIndex
+from sceneloc.data.coco import Annotation, CocoIndex
 from sceneloc.data.convert import (
     ConversionStats,
     image_ref,
@@ -90,7 +90,7 @@ def check_dataset(dataset: str, split_by: str) -> None:
         raise DataFormatError(f"{dataset} has no {split_by!r} splits, only {choices}")
 
 
-def _sentences(ref: dict[str, Any]) -> list[tuple[Any, str]]:
+def ref_sentences(ref: dict[str, Any]) -> list[tuple[Any, str]]:
     """``(sent_id, text)`` of each sentence of a ref; ``ValueError`` when one is malformed."""
     sentences = ref.get("sentences")
     if not isinstance(sentences, list) or not sentences:
@@ -108,6 +108,24 @@ def _sentences(ref: dict[str, Any]) -> list[tuple[Any, str]]:
             raise ValueError(f"sentence {number} (sent_id {sentence['sent_id']}) has no text")
         result.append((sentence["sent_id"], text))
     return result
+
+
+def refs_in_split(refs: list[Any], split: str, path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, ref)`` for each ref of ``split`` (``"all"``: every one; ``where`` names it in
+    messages); a split no ref belongs to is an error listing those the file has."""
+    splits = {
+        ref["split"] for ref in refs if isinstance(ref, dict) and isinstance(ref.get("split"), str)
+    }
+    if split != ALL and split not in splits:
+        have = ", ".join(sorted(splits)) or "none"
+        raise DataFormatError(f"{path}: no refs in split {split!r} (it has: {have})")
+    for position, ref in enumerate(refs):
+        if isinstance(ref, dict) and split != ALL and ref.get("split") != split:
+            continue
+        where = f"ref {position}"
+        if isinstance(ref, dict) and "ref_id" in ref:
+            where += f" (ref_id {ref['ref_id']})"
+        yield where, ref
 
 
 def convert_refcoco(
@@ -139,22 +157,10 @@ def convert_refcoco(
     index = CocoIndex(folder / "instances.json", skip_bad, stats)
     annotations = index.annotations_by_id()
 
-    splits = {
-        ref["split"] for ref in refs if isinstance(ref, dict) and isinstance(ref.get("split"), str)
-    }
-    if split != ALL and split not in splits:
-        have = ", ".join(sorted(splits)) or "none"
-        raise DataFormatError(f"{refs_path}: no refs in split {split!r} (it has: {have})")
-
-    for position, ref in enumerate(refs):
-        if isinstance(ref, dict) and split != ALL and ref.get("split") != split:
-            continue
-        where = f"ref {position}"
-        if isinstance(ref, dict) and "ref_id" in ref:
-            where += f" (ref_id {ref['ref_id']})"
+    for where, ref in refs_in_split(refs, split, refs_path):
         try:
             sample_fields = _ref_fields(ref, index, annotations)
-            sentences = _sentences(ref)
+            sentences = ref_sentences(ref)
         except ValueError as exc:
             reject(stats, refs_path, where, str(exc), skip_bad)
             continue
@@ -181,23 +187,39 @@ def _ref_fields(ref: Any, index: CocoIndex, annotations: dict[Any, Any]) -> dict
         raise ValueError(f"missing field(s) {', '.join(missing)}")
     if not isinstance(ref["split"], str) or not ref["split"]:
         raise ValueError("'split' must be a non-empty string")
-    if ref["ann_id"] not in annotations:
-        raise ValueError(f"ann_id {ref['ann_id']!r} is not in {index.path.name}")
-    try:
-        annotation = index.annotation(annotations[ref["ann_id"]])
-    except ValueError as exc:
-        raise ValueError(f"its annotation {ref['ann_id']!r} in {index.path.name}: {exc}") from None
-    if annotation.image_id != ref["image_id"]:
-        raise ValueError(
-            f"image_id {ref['image_id']!r} differs from its annotation's {annotation.image_id!r}"
-        )
-    file_name = index.images[annotation.image_id]
-    if file_name is None:
-        if not isinstance(annotation.image_id, int):
-            raise ValueError(f"image {annotation.image_id!r} has no 'file_name'")
-        file_name = IMAGE_NAME.format(annotation.image_id)
+    annotation = ref_annotation(ref["ann_id"], ref["image_id"], index, annotations)
     return {
-        "file_name": file_name,
+        "file_name": image_file(index, annotation.image_id),
         "box": annotation.box,
         "category": index.categories[annotation.category_id],
     }
+
+
+def ref_annotation(
+    ann_id: Any, image_id: Any, index: CocoIndex, annotations: dict[Any, Any]
+) -> Annotation:
+    """The annotation ``ann_id`` of a ref on image ``image_id``; ``ValueError`` when it is
+    not in the file, malformed or on another image."""
+    if not isinstance(ann_id, int | str) or ann_id not in annotations:
+        raise ValueError(f"ann_id {ann_id!r} is not in {index.path.name}")
+    try:
+        annotation = index.annotation(annotations[ann_id])
+    except ValueError as exc:
+        raise ValueError(f"its annotation {ann_id!r} in {index.path.name}: {exc}") from None
+    if annotation.image_id != image_id:
+        raise ValueError(
+            f"image_id {image_id!r} differs from its annotation's {annotation.image_id!r}"
+        )
+    return annotation
+
+
+def image_file(index: CocoIndex, image_id: Any) -> str:
+    """The image's file name: ``instances.json``'s, else the COCO train2014 name."""
+    if image_id not in index.images:
+        raise ValueError(f"image {image_id!r} is not in {index.path.name}")
+    file_name = index.images[image_id]
+    if file_name is None:
+        if not isinstance(image_id, int):
+            raise ValueError(f"image {image_id!r} has no 'file_name'")
+        file_name = IMAGE_NAME.format(image_id)
+    return file_name

@@ -1,7 +1,16 @@
 """Scoring one prediction against a sample, and summarising many scores.
 
-Only numbers are kept per sample (best IoU, rank of the first good candidate, target size),
-so evaluating a large file needs memory for a few floats a sample and nothing more.
+Only numbers are kept per sample (best IoU, rank of the first good candidate, target size,
+how many targets it has and was given), so evaluating a large file needs memory for a few
+floats a sample and nothing more.
+
+Data with several targets or none (gRefCOCO, the synthetic ``multiple`` and ``absent``
+queries) is also scored as gRefCOCO scores it, on the prediction's ``targets``: predicted and
+true boxes are matched one to one at IoU >= 0.5 and a sample counts for
+``precision@f1=1`` when every predicted box is matched and every true one found (a sample
+with no target: when nothing is predicted); ``n-acc`` is the share of no-target samples
+given no target, ``t-acc`` of the others given at least one. Accuracy, mIoU and recall are
+over the samples with a target.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from sceneloc.boxes import Box, area, iou_matrix
 from sceneloc.candidates import Candidates
@@ -27,6 +37,8 @@ RECALL_IOU = 0.5
 RECALL_KS = (1, 5, 10)
 #: Target size bins by sqrt(box area / image area), i.e. the box side relative to the image's.
 SIZE_BINS = (("small", 0.1), ("medium", 0.25), ("large", math.inf))
+#: IoU a predicted target needs to match a true one (gRefCOCO's Precision@(F1=1, IoU>=0.5)).
+TARGET_IOU = 0.5
 UNKNOWN = "unknown"
 
 
@@ -51,6 +63,13 @@ class Prediction:
         """The ``(n, 4)`` boxes recall@k looks at: the candidates, else the box alone."""
         if self.candidates is not None:
             return self.candidates.boxes
+        return np.asarray([self.box] if self.box is not None else [], dtype=np.float64)
+
+    @property
+    def target_boxes(self) -> np.ndarray:
+        """The ``(n, 4)`` boxes the prediction says are targets: ``targets``, else the box."""
+        if self.targets is not None:
+            return self.targets.boxes
         return np.asarray([self.box] if self.box is not None else [], dtype=np.float64)
 
     def to_record(self, sample: Sample) -> PredictionRecord:
@@ -82,9 +101,43 @@ def first_hit(
     return float(hits[0]) if hits.size else math.inf
 
 
-def size_fraction(box: Box, image_size: tuple[int, int] | None) -> float:
+def matched_targets(
+    predicted: Sequence[Box] | np.ndarray, truth: Sequence[Box], threshold: float = TARGET_IOU
+) -> int:
+    """How many predicted boxes match true ones one to one at IoU >= ``threshold`` (the most
+    such pairs there can be)."""
+    if len(predicted) == 0 or len(truth) == 0:
+        return 0
+    hits = iou_matrix(predicted, truth) >= threshold
+    rows, columns = linear_sum_assignment(hits, maximize=True)
+    return int(hits[rows, columns].sum())
+
+
+def perfect_f1(predicted: Sequence[Box] | np.ndarray, truth: Sequence[Box]) -> bool:
+    """F1 = 1 at IoU >= 0.5: every predicted box matched and every true one found (nothing
+    predicted for a sample with no target)."""
+    return len(predicted) == len(truth) and matched_targets(predicted, truth) == len(truth)
+
+
+def target_summary(
+    true_counts: np.ndarray, predicted_counts: np.ndarray, perfect: np.ndarray
+) -> dict[str, Any]:
+    """``precision@f1=1``, ``n-acc`` and ``t-acc`` of some samples (``None`` where none count)."""
+    none = true_counts == 0
+
+    def share(values: np.ndarray) -> float | None:
+        return float(np.mean(values)) if values.size else None
+
+    return {
+        "precision@f1=1": share(perfect),
+        "n-acc": share(predicted_counts[none] == 0),
+        "t-acc": share(predicted_counts[~none] > 0),
+    }
+
+
+def size_fraction(box: Box | None, image_size: tuple[int, int] | None) -> float:
     """sqrt(box area / image area): the target's side relative to the image's; nan if unknown."""
-    if not image_size or image_size[0] <= 0 or image_size[1] <= 0:
+    if box is None or not image_size or image_size[0] <= 0 or image_size[1] <= 0:
         return math.nan
     return math.sqrt(float(area(box)) / (image_size[0] * image_size[1]))
 
@@ -126,12 +179,23 @@ class EvaluationResult:
     splits: list[str] = field(default_factory=list)
     has_candidates: bool = False
     seconds: float = 0.0
+    true_counts: list[int] = field(default_factory=list)
+    predicted_counts: list[int] = field(default_factory=list)
+    perfect: list[bool] = field(default_factory=list)
 
     def add(self, sample: Sample, prediction: Prediction) -> None:
-        """Score one sample and keep only its numbers."""
+        """Score one sample and keep only its numbers (IoU and rank nan without a target)."""
         targets = sample.targets
-        self.ious.append(best_iou(prediction.box, targets))
-        self.hit_ranks.append(first_hit(prediction.ranked, targets))
+        found = prediction.target_boxes
+        self.true_counts.append(len(targets))
+        self.predicted_counts.append(len(found))
+        self.perfect.append(perfect_f1(found, targets))
+        if not targets:
+            self.ious.append(math.nan)
+            self.hit_ranks.append(math.nan)
+        else:
+            self.ious.append(best_iou(prediction.box, targets))
+            self.hit_ranks.append(first_hit(prediction.ranked, targets))
         self.size_fractions.append(size_fraction(sample.box, prediction.image_size))
         self.types.append(sys.intern(sample.type or UNKNOWN))  # one string per distinct name
         self.splits.append(sys.intern(sample.split))
@@ -147,13 +211,30 @@ class EvaluationResult:
         region is among a propose-and-rank model's first k, whatever the model's top box."""
         return self.has_candidates
 
+    @property
+    def has_target_sets(self) -> bool:
+        """Whether some sample has several targets or none: the target metrics are shown."""
+        return any(count != 1 for count in self.true_counts)
+
     def summary(self, mask: np.ndarray | None = None) -> dict[str, Any]:
+        """``n`` (every sample), accuracy, mIoU and recall@k over those with a target, and
+        with :attr:`has_target_sets` the target metrics."""
         ious = np.asarray(self.ious, dtype=np.float64)
         ranks = np.asarray(self.hit_ranks, dtype=np.float64) if self.has_recall else None
-        if mask is not None:
-            ious = ious[mask]
-            ranks = ranks[mask] if ranks is not None else None
-        return summarize(ious, ranks)
+        if mask is None:
+            mask = np.ones(len(ious), dtype=bool)
+        with_target = mask & ~np.isnan(ious)
+        summary = summarize(ious[with_target], None if ranks is None else ranks[with_target])
+        summary["n"] = int(mask.sum())
+        if self.has_target_sets:
+            summary.update(
+                target_summary(
+                    np.asarray(self.true_counts)[mask],
+                    np.asarray(self.predicted_counts)[mask],
+                    np.asarray(self.perfect, dtype=bool)[mask],
+                )
+            )
+        return summary
 
     def by(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The summary of each group of samples sharing a key, keys sorted."""

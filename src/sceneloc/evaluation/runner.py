@@ -282,7 +282,10 @@ def parse_prediction(record: Any) -> tuple[str, Prediction]:
         raise ValueError("'score' must be a number or null")
     candidates = record.get("candidates")
     candidates = None if candidates is None else _parse_candidates(candidates)
-    return str(record["id"]), Prediction(box, None if score is None else float(score), candidates)
+    targets = record.get("targets")
+    targets = None if targets is None else _parse_candidates(targets)
+    score = None if score is None else float(score)
+    return str(record["id"]), Prediction(box, score, candidates, targets=targets)
 
 
 def read_predictions(path: str | Path) -> dict[str, Prediction]:

@@ -157,11 +157,13 @@ def model_from(
     words of ``texts`` it lacks (their embeddings start fresh) and a referent head when the
     options want one and it has none (started fresh too)."""
     directory = Path(checkpoint)
+    if not (directory / "model.safetensors").is_file():
+        raise TrainingError(f"cannot start from {directory}: it holds no model.safetensors")
     try:
         config = NativeConfig.from_pretrained(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         state = load_file(directory / "model.safetensors")
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise TrainingError(f"cannot start from {directory}: {exc}") from None
     if config.text_encoder == BUILTIN_TEXT:
         vocabulary = tokenizer.get_vocab()

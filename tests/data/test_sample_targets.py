@@ -99,3 +99,20 @@ def test_grefcoco_malformed_refs_and_unknown_split(tmp_path):
     assert kept == []
     with pytest.raises(DataFormatError, match=r"no refs in split 'testB' \(it has: val\)"):
         list(convert_grefcoco(root, root / "images", "testB"))
+
+
+def test_prepare_grefcoco_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from sceneloc.cli import app
+
+    root = tmp_path / "grefcoco"
+    write_grefcoco(root)
+    out = tmp_path / "out" / "val.jsonl"
+    args = ["data", "prepare", "grefcoco", "--root", root, "--images", root / "images"]
+    result = CliRunner().invoke(app, [*map(str, args), "--split", "val", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 3 samples" in result.output
+    assert [s.targets for s in read_samples(out)][2] == []
+    bad = CliRunner().invoke(app, [*map(str, args), "--split", "testB", "--out", str(out)])
+    assert bad.exit_code == 2 and "no refs in split 'testB'" in bad.output

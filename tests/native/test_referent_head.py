@@ -99,3 +99,18 @@ def test_init_from_a_folder_without_a_model_is_an_error(tmp_path):
 
     with pytest.raises(TrainingError, match="cannot start from"):
         model_from(NativeOptions(data="x", out="y"), tmp_path, [])
+
+
+def test_train_init_from_a_folder_without_a_model_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from sceneloc.cli import app
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    data = tmp_path / "d.jsonl"
+    sample = {"id": 1, "image": "a.png", "query": "q", "box": [0, 0, 9, 9], "split": "t"}
+    data.write_text(json.dumps(sample) + "\n")
+    args = ["train", "--data", data, "--out", tmp_path / "run", "--init-from", tmp_path / "none"]
+    result = CliRunner().invoke(app, [*map(str, args), "--epochs", "1"])
+    assert result.exit_code == 2 and "cannot start from" in result.output
+    assert "Traceback" not in result.output

@@ -130,6 +130,10 @@ def train(
         ),
     ] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="Data-loading workers.")] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from this trained native model's weights (a fine-tune)."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
 ) -> None:
     """Train a native model: the grounder, the region describer (--task describe) or the
@@ -149,7 +153,7 @@ def train(
         "grad_accum": grad_accum, "precision": precision, "lr": lr,
         "lr_schedule": lr_schedule,
         "seed": seed, "absent_fraction": absent_fraction, "num_workers": num_workers,
-        "learn_attributes": learn_attributes,
+        "learn_attributes": learn_attributes, "init_from": init_from,
         "resume": resume or None,
     }  # fmt: skip
     given.update(

@@ -302,10 +302,13 @@ def test_collator_maps_each_query_to_its_image():
     boxes = [[[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.2, 0.2], [0.9, 0.9, 0.1, 0.1]],
              [[0.5, 0.5, 1.0, 1.0]]]  # fmt: skip
     present = [[1.0, 1.0, 0.0], [1.0]]
+    targets = [[[b] if p else [] for b, p in zip(bs, ps)] for bs, ps in zip(boxes, present)]
+    targets[1][0] = [[0.2, 0.2, 0.1, 0.1], [0.7, 0.7, 0.1, 0.1]]  # "the cross": two of them
     batch_items = [
-        {"pixels": np.full((3, SIZE, SIZE), i, np.uint8), "queries": q, "boxes": b, "present": p}
-        for i, (q, b, p) in enumerate(zip(queries, boxes, present))
-    ]
+        {"pixels": np.full((3, SIZE, SIZE), i, np.uint8), "queries": q, "boxes": b,
+         "present": p, "targets": t}
+        for i, (q, b, p, t) in enumerate(zip(queries, boxes, present, targets))
+    ]  # fmt: skip
     flat = [q for qs in queries for q in qs]
     tokenizer = word_tokenizer(vocabulary_from_texts(flat), max_length=32)
     batch = Collator(tokenizer, NativeConfig(max_text_length=8))(batch_items)
@@ -320,6 +323,11 @@ def test_collator_maps_each_query_to_its_image():
     np.testing.assert_allclose(batch["boxes"].numpy(), [b for bs in boxes for b in bs])
     assert batch["present"].tolist() == [1.0, 1.0, 0.0, 1.0]
     assert batch["present"].is_floating_point()
+    # every target, rows of -1 past a query's last (none for the absent one)
+    assert batch["target_boxes"].shape == (4, 2, 4)
+    np.testing.assert_allclose(batch["target_boxes"][0].numpy(), [boxes[0][0], [-1.0] * 4])
+    assert (batch["target_boxes"][2] == -1).all()
+    np.testing.assert_allclose(batch["target_boxes"][3].numpy(), targets[1][0])
     # Each row holds its own query's words, then padding.
     for row, mask, query in zip(batch["input_ids"], batch["attention_mask"], flat):
         ids = tokenizer(query)["input_ids"]

@@ -89,14 +89,15 @@ def calibrate_presence(
     rng = np.random.default_rng(seed)
     present, absent = [], []
     for group in groups:
-        others = [absent_queries.sample(group, rng) for _ in group.queries]
+        # the data's own no-target queries are absent ones too
+        there = [q for q, box in zip(group.queries, group.boxes) if box is not None]
+        others = [q for q, box in zip(group.queries, group.boxes) if box is None]
+        others += [absent_queries.sample(group, rng) for _ in there]
         others = [query for query in others if query is not None]
         image = load_image(group.path).image
-        features = backend.model.presence_features(
-            backend.forward(image, group.queries + others)
-        ).cpu()
-        present.append(features[: len(group.queries)])
-        absent.append(features[len(group.queries) :])
+        features = backend.model.presence_features(backend.forward(image, there + others)).cpu()
+        present.append(features[: len(there)])
+        absent.append(features[len(there) :])
     if not sum(len(rows) for rows in absent):
         logger.warning("presence score not calibrated: %s gives no absent queries", data)
         return None

@@ -32,15 +32,18 @@ from sceneloc.registry import resolve
 from sceneloc.server.app import create_app
 
 runner = CliRunner()
+#: Presence weights that keep every query at 0.5 (sigmoid of a tenth of the presence logit
+#: plus 3): the bundled model's head, trained on absent queries, refuses them by itself.
+UNCALIBRATED = [0.1, 0.0, 3.0]
 
 
 @pytest.fixture(scope="module")
 def uncalibrated(tmp_path_factory) -> Path:
-    """The bundled model with its presence calibration removed: it refuses nothing at 0.5."""
+    """The bundled model with its presence score shifted up: it refuses nothing at 0.5."""
     copy = tmp_path_factory.mktemp("models") / "uncalibrated"
     shutil.copytree(resolve("native-synth").checkpoint, copy)
     config = json.loads((copy / "config.json").read_text())
-    config["presence_calibration"] = [1.0, 0.0, 0.0]
+    config["presence_calibration"] = UNCALIBRATED
     (copy / "config.json").write_text(json.dumps(config))
     return copy
 
@@ -79,7 +82,7 @@ def test_calibrate_writes_a_model_directory_with_its_calibration_and_report(
     assert record["data_sha256"] == hashlib.sha256(scenes["val"].read_bytes()).hexdigest()
     figures = record["figures"]
     assert figures["queries"]["present"] == figures["queries"]["absent"] > 0
-    # the presence head alone keeps every absent query at 0.5; calibrated, most are refused
+    # the shifted score keeps every absent query at 0.5; calibrated, most are refused
     assert figures["after"]["absent_refused"] > figures["before"]["absent_refused"] + 0.5
     assert json.loads((platt_dir / "report.json").read_text()) == record
     assert "absent refused" in (platt_dir / "report.md").read_text()
@@ -118,9 +121,9 @@ def test_presence_method_refits_the_native_models_own_score(uncalibrated, scenes
     assert calibration.method == "presence"
     assert write_calibrated(calibration, str(uncalibrated), tmp_path / "out") is None
     weights = json.loads((tmp_path / "out" / "config.json").read_text())["presence_calibration"]
-    assert weights == calibration.parameters["presence_calibration"] != [1.0, 0.0, 0.0]
+    assert weights == calibration.parameters["presence_calibration"] != UNCALIBRATED
     source = json.loads((uncalibrated / "config.json").read_text())["presence_calibration"]
-    assert source == [1.0, 0.0, 0.0]  # the copy's config is its own file, not a hard link
+    assert source == UNCALIBRATED  # the copy's config is its own file, not a hard link
     assert not (tmp_path / "out" / CALIBRATION_FILE).exists()
     served = sceneloc.load(str(tmp_path / "out"), device="cpu")
     assert not isinstance(served.backend, CalibratedBackend)  # the model scores by itself

@@ -229,6 +229,7 @@ def test_models_and_healthz(client):
                 "image encoded once per call",
                 "calibrated presence score",
                 "learnt event boxes",
+                "own targets",
                 "trainable",
             ],
         }

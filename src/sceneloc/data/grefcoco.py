@@ -23,14 +23,12 @@ from typing import Any
 from sceneloc.data.coco import CocoIndex
 from sceneloc.data.convert import (
     ConversionStats,
-    image_ref,
     load_json,
     log_summary,
-    reject,
     require_dir,
 )
 from sceneloc.data.format import Sample
-from sceneloc.data.refcoco import image_file, ref_annotation, ref_sentences, refs_in_split
+from sceneloc.data.refcoco import image_file, ref_annotation, ref_samples
 from sceneloc.errors import DataFormatError
 
 REFS_FILE = "grefs({}).json"
@@ -62,40 +60,18 @@ def convert_grefcoco(
         raise DataFormatError(f"{refs_path}: a refs file must hold a list of refs")
     index = CocoIndex(root / "instances.json", skip_bad, stats)
     annotations = index.annotations_by_id()
-    for where, ref in refs_in_split(refs, split, refs_path):
-        try:
-            file_name, boxes, category = _targets(ref, index, annotations)
-            sentences = ref_sentences(ref)
-        except ValueError as exc:
-            reject(stats, refs_path, where, str(exc), skip_bad)
-            continue
-        for sent_id, text in sentences:
-            stats.samples += 1
-            yield Sample(
-                id=f"{ref['ref_id']}-{sent_id}",
-                image=image_ref(images / file_name, relative_to),
-                query=text,
-                box=boxes[0] if boxes else None,
-                split=ref["split"],
-                boxes=boxes,
-                category=category,
-                image_id=ref["image_id"],
-            )
+    yield from ref_samples(
+        refs, split, refs_path, lambda ref: _targets(ref, index, annotations),
+        images, relative_to, skip_bad, stats,
+    )  # fmt: skip
     log_summary(f"{refs_path} ({split})", stats)
 
 
 def _targets(
-    ref: Any, index: CocoIndex, annotations: dict[Any, Any]
+    ref: dict[str, Any], index: CocoIndex, annotations: dict[Any, Any]
 ) -> tuple[str, list[list[float]], str | None]:
     """The image file, every target box and the first target's category of a ref;
     ``ValueError`` when it is malformed."""
-    if not isinstance(ref, dict):
-        raise ValueError("a ref must be a dict")
-    missing = [key for key in ("ref_id", "ann_id", "image_id", "split") if key not in ref]
-    if missing:
-        raise ValueError(f"missing field(s) {', '.join(missing)}")
-    if not isinstance(ref["split"], str) or not ref["split"]:
-        raise ValueError("'split' must be a non-empty string")
     ids = ref["ann_id"] if isinstance(ref["ann_id"], list) else [ref["ann_id"]]
     no_target = ref.get("no_target", False)
     if not isinstance(no_target, bool):

@@ -21,10 +21,11 @@ from __future__ import annotations
 import io
 import logging
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sceneloc.boxes import Box
 from sceneloc.data.coco import Annotation, CocoIndex
 from sceneloc.data.convert import (
     ConversionStats,
@@ -157,9 +158,33 @@ def convert_refcoco(
     index = CocoIndex(folder / "instances.json", skip_bad, stats)
     annotations = index.annotations_by_id()
 
+    yield from ref_samples(
+        refs, split, refs_path, lambda ref: _ref_target(ref, index, annotations),
+        images, relative_to, skip_bad, stats,
+    )  # fmt: skip
+    log_summary(f"{refs_path} ({split})", stats)
+
+
+#: What a converter reads from one ref: its image file, its target boxes and a category.
+RefTargets = Callable[[dict[str, Any]], tuple[str, list[Box], str | None]]
+
+
+def ref_samples(
+    refs: list[Any],
+    split: str,
+    refs_path: Path,
+    targets: RefTargets,
+    images: Path,
+    relative_to: Path | None,
+    skip_bad: bool,
+    stats: ConversionStats,
+) -> Iterator[Sample]:
+    """One sample per sentence of each well-formed ref of ``split``: ``box`` the first
+    target (``None`` for none), ``boxes`` every one when there are not exactly one."""
     for where, ref in refs_in_split(refs, split, refs_path):
         try:
-            sample_fields = _ref_fields(ref, index, annotations)
+            check_ref(ref)
+            file_name, boxes, category = targets(ref)
             sentences = ref_sentences(ref)
         except ValueError as exc:
             reject(stats, refs_path, where, str(exc), skip_bad)
@@ -168,18 +193,19 @@ def convert_refcoco(
             stats.samples += 1
             yield Sample(
                 id=f"{ref['ref_id']}-{sent_id}",
-                image=image_ref(images / sample_fields["file_name"], relative_to),
+                image=image_ref(images / file_name, relative_to),
                 query=text,
-                box=sample_fields["box"],
+                box=boxes[0] if boxes else None,
                 split=ref["split"],
-                category=sample_fields["category"],
+                boxes=None if len(boxes) == 1 else boxes,
+                category=category,
                 image_id=ref["image_id"],
             )
-    log_summary(f"{refs_path} ({split})", stats)
 
 
-def _ref_fields(ref: Any, index: CocoIndex, annotations: dict[Any, Any]) -> dict[str, Any]:
-    """The image file, box and category of a ref; ``ValueError`` when it is malformed."""
+def check_ref(ref: Any) -> None:
+    """``ValueError`` for a ref that is not a dict with an id, an annotation, an image and a
+    split."""
     if not isinstance(ref, dict):
         raise ValueError("a ref must be a dict")
     missing = [key for key in ("ref_id", "ann_id", "image_id", "split") if key not in ref]
@@ -187,12 +213,15 @@ def _ref_fields(ref: Any, index: CocoIndex, annotations: dict[Any, Any]) -> dict
         raise ValueError(f"missing field(s) {', '.join(missing)}")
     if not isinstance(ref["split"], str) or not ref["split"]:
         raise ValueError("'split' must be a non-empty string")
+
+
+def _ref_target(
+    ref: dict[str, Any], index: CocoIndex, annotations: dict[Any, Any]
+) -> tuple[str, list[Box], str | None]:
+    """The image file, box and category of a ref; ``ValueError`` when it is malformed."""
     annotation = ref_annotation(ref["ann_id"], ref["image_id"], index, annotations)
-    return {
-        "file_name": image_file(index, annotation.image_id),
-        "box": annotation.box,
-        "category": index.categories[annotation.category_id],
-    }
+    category = index.categories[annotation.category_id]
+    return image_file(index, annotation.image_id), [annotation.box], category
 
 
 def ref_annotation(

@@ -29,6 +29,7 @@ from sceneloc.registry import Capability, ModelSettings, Task, as_task, default_
 from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
 from sceneloc.tiling import (
     TileSetting,
+    Tiling,
     check_tiling,
     parse_overlap,
     parse_tiles,
@@ -244,7 +245,8 @@ class Grounder(TaskModel):
             side = tile_side(setting, *image.size, backend.input_side or 0)
             if side is None:
                 return predict(image, queries, threshold)
-            return predict_tiled(image, queries, threshold, side, overlap, predict, predict_tiles)
+            how = Tiling(side, overlap, backend.default_threshold)
+            return predict_tiled(image, queries, threshold, how, predict, predict_tiles)
 
         return tiled
 

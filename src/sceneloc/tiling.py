@@ -4,15 +4,17 @@ A backend shrinks an image to its input side, so in a 4096 px scene a small thin
 a few pixels. With tiling the whole image is still asked, and overlapping tiles at the
 model's scale (SAHI's slicing) *propose* candidates too; they are moved into the image's
 pixels, merged per query (greedy non-maximum merging by intersection over the smaller box,
-SAHI's default, with non-maximum suppression for the candidates under the threshold) and
-re-ranked each on a context crop centred on it, so that a relation or an ordinal is
-decided with the candidate's neighbours in view rather than inside the tile that found it.
+SAHI's default, with non-maximum suppression for the candidates the model is unsure of)
+and decided on context crops at the model's scale rather than inside the tile that found
+them: a query naming other things ("the hexagon right of the large cyan hexagon") is asked
+on crops centred on where those things are, any other on a crop centred on each candidate.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -34,15 +36,17 @@ TileSetting = Literal["auto", "off"] | int
 
 #: ``"auto"`` tiles an image whose longer side is more than this many model input sides.
 AUTO_FACTOR = 2.0
-#: Tiles propose candidates scoring this fraction of the threshold: the context crop may
+#: Tiles propose candidates scoring this fraction of the sure score: the context crop may
 #: raise a candidate a tile alone was unsure of.
 PROPOSAL_FRACTION = 0.5
 #: Two candidates merge when the intersection covers this much of the smaller one.
 MERGE_OVERLAP = 0.5
-#: Candidates under the threshold are suppressed by ones overlapping them this much (IoU).
+#: Candidates the model is unsure of are suppressed by ones overlapping them this much (IoU).
 SUPPRESS_OVERLAP = 0.5
 #: The best merged candidates of each query re-ranked on their context crop.
 CONTEXT_CANDIDATES = 5
+#: The best places of each other thing a query names that its target is looked for near.
+ANCHOR_CANDIDATES = 3
 #: A context crop spans at least this many times its candidate's longer side.
 CONTEXT_SCALE = 4
 
@@ -94,6 +98,17 @@ def check_tiling(setting: TileSetting, backend: Backend) -> TileSetting:
         f"tiles={setting}: {backend.family.name} models are not safe to tile "
         "(their scores depend on the whole image); use tiles=auto or off"
     )
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How one image is tiled: the tiles' side and overlap, and the score at which the
+    backend deems a candidate sure (its default threshold), which merging and anchors use
+    whatever threshold the call reports at."""
+
+    side: int
+    overlap: float
+    confident: float
 
 
 def tile_side(setting: TileSetting, width: int, height: int, input_side: int) -> int | None:
@@ -151,30 +166,76 @@ def predict_tiled(
     image: Image.Image,
     queries: list[str],
     threshold: float,
-    side: int,
-    overlap: float,
+    tiling: Tiling,
     predict: Predict,
     predict_tiles: PredictTiles,
 ) -> list[Candidates]:
-    """Each query's candidates in ``image``: asked whole (``predict``) and in ``side`` px
-    tiles (``predict_tiles``), merged, re-ranked on context crops. An image within one tile
-    is asked whole only, as untiled."""
+    """Each query's candidates in ``image``: asked whole (``predict``) and in tiles
+    (``predict_tiles``), merged; a query naming other things answered around their likely
+    places, any other re-ranked on context crops. An image within one tile is asked whole
+    only, as untiled."""
     width, height = image.size
-    windows = tile_windows(width, height, side, overlap)
+    windows = tile_windows(width, height, tiling.side, tiling.overlap)
     if len(windows) == 1:
         return predict(image, queries, threshold)
-    whole = predict(image, queries, threshold * PROPOSAL_FRACTION)
     crops = [image.crop(tuple(window)) for window in windows.tolist()]
-    logger.info("%dx%d image: %d tiles of %d px", width, height, len(crops), side)
-    found = predict_tiles(crops, queries, threshold * PROPOSAL_FRACTION)
-    results = []
-    for index, query in enumerate(queries):
+    logger.info("%dx%d image: %d tiles of %d px", width, height, len(crops), tiling.side)
+    anchors = {query: anchor_phrases(query) for query in queries}
+    asked = list(dict.fromkeys([*queries, *(a for phrases in anchors.values() for a in phrases)]))
+    floor = tiling.confident * PROPOSAL_FRACTION
+    whole = predict(image, asked, min(threshold, floor))
+    found = predict_tiles(crops, asked, floor)
+    merged = {}
+    for index, text in enumerate(asked):
         proposals = [whole[index]] + [
             tile[index].offset(float(x1), float(y1)) for tile, (x1, y1, _, _) in zip(found, windows)
         ]
-        merged = merge(Candidates.concatenate(proposals), threshold)
-        results.append(rerank(image, query, merged, side, predict_tiles))
+        merged[text] = merge(Candidates.concatenate(proposals), tiling.confident)
+    places = {
+        anchor: rerank(image, anchor, merged[anchor], tiling.side, predict_tiles)
+        .with_min_score(floor)
+        .top_k(ANCHOR_CANDIDATES)
+        for anchor in set().union(*anchors.values())
+    }
+    results = []
+    for query in queries:
+        held = Candidates.concatenate([places[anchor] for anchor in anchors[query]])
+        if len(held):
+            results.append(around_anchors(image, query, held, tiling, predict_tiles))
+        else:
+            results.append(rerank(image, query, merged[query], tiling.side, predict_tiles))
     return results
+
+
+def anchor_phrases(query: str) -> list[str]:
+    """The phrases of the other things a query names beside its target ("the large cyan
+    hexagon" of "the hexagon right of the large cyan hexagon"), by the event chunker."""
+    from sceneloc.events import split_event  # it builds on sceneloc.api, which needs us
+
+    event = split_event(query)
+    return [participant.phrase for participant in event.participants[1:]]
+
+
+def around_anchors(
+    image: Image.Image,
+    query: str,
+    anchors: Candidates,
+    tiling: Tiling,
+    predict_tiles: PredictTiles,
+) -> Candidates:
+    """A query naming other things answered on a crop centred on each of their likely
+    places, each answer scored by its own score times its anchor's: the target of a
+    relation lies near its anchor, which a tile may have cut off."""
+    width, height = image.size
+    windows = [context_window(box, tiling.side, width, height) for box in anchors.boxes]
+    answers = predict_tiles([image.crop(tuple(w)) for w in windows], [query], 0.0)
+    found = Candidates.concatenate(
+        [
+            replace(answer, scores=answer.scores * score).offset(float(x1), float(y1))
+            for (answer,), score, (x1, y1, _, _) in zip(answers, anchors.scores, windows)
+        ]
+    )
+    return merge(found, tiling.confident).sorted()
 
 
 def rerank(

@@ -14,14 +14,13 @@ the time of the tiled run as a ratio to the untiled one.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 import sceneloc
+from sceneloc.data.synth import generate, make_domain
 from sceneloc.evaluation import evaluate_model
 
 TYPES = ("attribute", "relation", "ordinal", "group")
@@ -44,13 +43,9 @@ def main() -> None:
 
     data = args.work / f"scenes-{args.size}-{args.seed}-{args.images}"
     if not (data / "annotations.jsonl").exists():
-        subprocess.run(
-            [sys.executable, "-m", "sceneloc", "data", "synth", "--out", str(data),
-             "--num-images", str(args.images), "--seed", str(args.seed),
-             "--size", str(args.size), "--object-size-base", str(args.object_size_base),
-             "--min-objects", str(args.min_objects), "--max-objects", str(args.max_objects)],
-            check=True,
-        )  # fmt: skip
+        domain = make_domain(object_size_base=args.object_size_base)
+        generate(data, args.images, args.seed, size=args.size, min_objects=args.min_objects,
+                 max_objects=args.max_objects, domain=domain)  # fmt: skip
     grounder = sceneloc.load(args.model, device=args.device)
     results = {}
     for tiles in ("off", args.tiles):

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from sceneloc.api import load_backend
 from sceneloc.backends.native import BUNDLED
 from sceneloc.boxes import iou_matrix
 from sceneloc.data import read_samples
+from sceneloc.data.synth import generate, make_domain
 from sceneloc.native.processing import to_pixels
 from sceneloc.tiling import tile_windows
 from sceneloc.training.native.calibration import fit_presence
@@ -43,13 +42,9 @@ def draw_scenes(out: Path, args: argparse.Namespace) -> Path:
     """The calibration scenes (drawn once): ``annotations.jsonl`` in ``out``."""
     annotations = out / "annotations.jsonl"
     if not annotations.exists():
-        subprocess.run(
-            [sys.executable, "-m", "sceneloc", "data", "synth", "--out", str(out),
-             "--num-images", str(args.images), "--seed", str(args.seed),
-             "--size", str(args.size), "--object-size-base", str(args.tile_side),
-             "--min-objects", str(args.min_objects), "--max-objects", str(args.max_objects)],
-            check=True,
-        )  # fmt: skip
+        domain = make_domain(object_size_base=args.tile_side)
+        generate(out, args.images, args.seed, size=args.size, min_objects=args.min_objects,
+                 max_objects=args.max_objects, domain=domain)  # fmt: skip
     return annotations
 
 

@@ -46,7 +46,7 @@ SUPPRESS_OVERLAP = 0.5
 #: The best merged candidates of each query re-ranked on their context crop.
 CONTEXT_CANDIDATES = 5
 #: The best places of each other thing a query names that its target is looked for near.
-ANCHOR_CANDIDATES = 3
+ANCHOR_CANDIDATES = 8
 #: A context crop spans at least this many times its candidate's longer side.
 CONTEXT_SCALE = 4
 
@@ -109,6 +109,11 @@ class Tiling:
     side: int
     overlap: float
     confident: float
+
+    @property
+    def floor(self) -> float:
+        """The score a tile's or a crop's candidate needs to be proposed at all."""
+        return self.confident * PROPOSAL_FRACTION
 
 
 def tile_side(setting: TileSetting, width: int, height: int, input_side: int) -> int | None:
@@ -182,9 +187,8 @@ def predict_tiled(
     logger.info("%dx%d image: %d tiles of %d px", width, height, len(crops), tiling.side)
     anchors = {query: anchor_phrases(query) for query in queries}
     asked = list(dict.fromkeys([*queries, *(a for phrases in anchors.values() for a in phrases)]))
-    floor = tiling.confident * PROPOSAL_FRACTION
-    whole = predict(image, asked, min(threshold, floor))
-    found = predict_tiles(crops, asked, floor)
+    whole = predict(image, asked, min(threshold, tiling.floor))
+    found = predict_tiles(crops, asked, tiling.floor)
     merged = {}
     for index, text in enumerate(asked):
         proposals = [whole[index]] + [
@@ -192,8 +196,8 @@ def predict_tiled(
         ]
         merged[text] = merge(Candidates.concatenate(proposals), tiling.confident)
     places = {
-        anchor: rerank(image, anchor, merged[anchor], tiling.side, predict_tiles)
-        .with_min_score(floor)
+        anchor: rerank(image, anchor, merged[anchor], tiling, predict_tiles)
+        .with_min_score(tiling.floor)
         .top_k(ANCHOR_CANDIDATES)
         for anchor in set().union(*anchors.values())
     }
@@ -203,7 +207,7 @@ def predict_tiled(
         if len(held):
             results.append(around_anchors(image, query, held, tiling, predict_tiles))
         else:
-            results.append(rerank(image, query, merged[query], tiling.side, predict_tiles))
+            results.append(rerank(image, query, merged[query], tiling, predict_tiles))
     return results
 
 
@@ -228,7 +232,7 @@ def around_anchors(
     relation lies near its anchor, which a tile may have cut off."""
     width, height = image.size
     windows = [context_window(box, tiling.side, width, height) for box in anchors.boxes]
-    answers = predict_tiles([image.crop(tuple(w)) for w in windows], [query], 0.0)
+    answers = predict_tiles([image.crop(tuple(w)) for w in windows], [query], tiling.floor)
     found = Candidates.concatenate(
         [
             replace(answer, scores=answer.scores * score).offset(float(x1), float(y1))
@@ -239,7 +243,11 @@ def around_anchors(
 
 
 def rerank(
-    image: Image.Image, query: str, candidates: Candidates, side: int, predict_tiles: PredictTiles
+    image: Image.Image,
+    query: str,
+    candidates: Candidates,
+    tiling: Tiling,
+    predict_tiles: PredictTiles,
 ) -> Candidates:
     """The best ``CONTEXT_CANDIDATES`` candidates, each scored by the query asked on a crop
     centred on it: the best crop answer's score times its IoU with the candidate, so a
@@ -249,9 +257,9 @@ def rerank(
     if not len(best):
         return best
     width, height = image.size
-    windows = [context_window(box, side, width, height) for box in best.boxes]
+    windows = [context_window(box, tiling.side, width, height) for box in best.boxes]
     crops = [image.crop(tuple(window)) for window in windows]
-    answers = predict_tiles(crops, [query], 0.0)
+    answers = predict_tiles(crops, [query], tiling.floor)
     scores = []
     for box, (x1, y1, _, _), (answer,) in zip(best.boxes, windows, answers):
         moved = answer.offset(float(x1), float(y1))

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import sceneloc
 from checkpoints.native import build_native
+from conftest import draw_scene
 from sceneloc.boxes import iou_matrix
 from sceneloc.calibration import CalibratedBackend, Calibration
 from sceneloc.cli import app
@@ -183,3 +184,16 @@ def test_batch_and_evaluate_take_tiles(image_path, huge_scene, tmp_path):
     assert result.exit_code == 0, result.output
     bad = runner.invoke(app, ["evaluate", "--data", data, *common, "--tile-overlap", "-1"])
     assert bad.exit_code == 2 and "tile overlap must be" in bad.stderr
+
+
+@pytest.mark.parametrize("family", ["grounding_dino_dir", "owlv2_dir"])
+def test_pretrained_families_tile_large_images(family, request):
+    """Tiny random-weight models: what they find means nothing, but it is ranked and inside."""
+    grounder = sceneloc.load(str(request.getfixturevalue(family)), device="cpu")
+    image = draw_scene().resize((900, 540))
+    tiled = grounder.locate(image, ["a red square", "a circle"], threshold=0.0, tiles=300)
+    assert len(tiled.results) == 2
+    for result in tiled.results:
+        for x1, y1, x2, y2 in result.candidates.boxes.tolist():
+            assert 0 <= x1 < x2 <= 900 and 0 <= y1 < y2 <= 540
+        assert list(result.candidates.scores) == sorted(result.candidates.scores, reverse=True)

@@ -19,6 +19,7 @@ from sceneloc.calibration import CalibratedBackend, Calibration
 from sceneloc.cli import app
 from sceneloc.data import read_samples
 from sceneloc.data.synth import generate, make_domain
+from sceneloc.demo import demo_scene
 from sceneloc.errors import InvalidOptionError
 from sceneloc.tiling import tile_windows
 
@@ -76,7 +77,7 @@ def test_tiles_find_small_things_the_whole_image_misses(bundled, huge_scene):
 
 @pytest.mark.parametrize("tiles", ["auto", 512, "600"])
 def test_a_tiled_call_on_a_small_image_equals_the_untiled_one(bundled, tiles):
-    image = sceneloc.demo.demo_scene().image
+    image = demo_scene().image
     assert max(image.size) <= 512
     queries = ["the red circle", "the blue square left of the green star"]
     untiled = bundled.locate(image, queries, threshold=0.0)
@@ -139,7 +140,7 @@ def test_a_family_not_safe_to_tile_is_looked_at_whole(florence):
 @pytest.fixture(scope="module")
 def image_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "scene.png"
-    sceneloc.demo.demo_scene().image.save(path)
+    demo_scene().image.save(path)
     return path
 
 

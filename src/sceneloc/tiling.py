@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 #: input), ``"off"``, or a tile side in pixels.
 TileSetting = Literal["auto", "off"] | int
 
+#: Tiles cut out and handed to the backend at a time: the crops in memory stay few
+#: whatever the image's size (the backend batches them further its own way).
+TILES_PER_CALL = 64
 #: ``"auto"`` tiles an image whose longer side is more than this many model input sides.
 AUTO_FACTOR = 2.0
 #: Tiles propose candidates scoring this fraction of the sure score: the context crop may
@@ -183,12 +186,19 @@ def predict_tiled(
     windows = tile_windows(width, height, tiling.side, tiling.overlap)
     if len(windows) == 1:
         return predict(image, queries, threshold)
-    crops = [image.crop(tuple(window)) for window in windows.tolist()]
-    logger.info("%dx%d image: %d tiles of %d px", width, height, len(crops), tiling.side)
+    logger.info("%dx%d image: %d tiles of %d px", width, height, len(windows), tiling.side)
     anchors = {query: anchor_phrases(query) for query in queries}
     asked = list(dict.fromkeys([*queries, *(a for phrases in anchors.values() for a in phrases)]))
     whole = predict(image, asked, min(threshold, tiling.floor))
-    found = predict_tiles(crops, asked, tiling.floor)
+    found = [
+        answer
+        for start in range(0, len(windows), TILES_PER_CALL)
+        for answer in predict_tiles(
+            [image.crop(tuple(w)) for w in windows[start : start + TILES_PER_CALL].tolist()],
+            asked,
+            tiling.floor,
+        )
+    ]
     merged = {}
     for index, text in enumerate(asked):
         proposals = [whole[index]] + [

@@ -102,7 +102,7 @@ class NativeBackend(NativeModelBackend):
         )
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
-        (found,) = self._answers([image], queries, self.config.presence_calibration)
+        (found,) = self._answers([image], queries)
         return found
 
     def predict_tiles(
@@ -110,7 +110,7 @@ class NativeBackend(NativeModelBackend):
     ) -> list[list[Candidates]]:
         """Tiles through the model ``tile_batch_size`` at a time, scored by the presence
         weights fitted on tiles where the config has them."""
-        weights = self.config.tile_presence_calibration or self.config.presence_calibration
+        weights = self.config.tile_presence_calibration
         step = self.tile_batch_size
         return [
             found
@@ -119,13 +119,17 @@ class NativeBackend(NativeModelBackend):
         ]
 
     def _answers(
-        self, images: list[Image.Image], queries: list[str], weights: list[float]
+        self, images: list[Image.Image], queries: list[str], weights: list[float] | None = None
     ) -> list[list[Candidates]]:
-        """Per image, each query's one box scored by ``sigmoid(presence features @ weights)``."""
+        """Per image, each query's one box scored by the model's presence probability, or
+        by ``sigmoid(presence features @ weights)`` with other ``weights``."""
         outputs = self.forward(images, queries)
-        features = self.model.presence_features(outputs)
-        scores = (features @ torch.tensor(weights, device=features.device)).sigmoid()
-        scores = scores.cpu().numpy().reshape(len(images), len(queries))
+        if weights is None:
+            scores = self.model.presence_probability(outputs)
+        else:
+            features = self.model.presence_features(outputs)
+            scores = (features @ torch.tensor(weights, device=features.device)).sigmoid()
+        scores = scores.float().cpu().numpy().reshape(len(images), len(queries))
         boxes = outputs.boxes.float().cpu().numpy().reshape(len(images), len(queries), 4)
         return [
             [

@@ -138,3 +138,14 @@ def test_bad_overlaps_are_refused(value):
 
     with pytest.raises(InvalidOptionError):
         parse_overlap(value)
+
+
+def test_huge_synthetic_scenes_hold_hundreds_of_small_things():
+    from sceneloc.data.synth import SynthError, check_options
+
+    check_options(4096, 400, 800, 6, size_base=512)  # as benchmarks/tiling_huge.py draws them
+    check_options(4096, 400, 5000, 6, size_base=512)
+    with pytest.raises(SynthError, match="max objects <= 5000"):
+        check_options(4096, 400, 5001, 6, size_base=512)
+    with pytest.raises(SynthError, match="do not fit"):  # as crowded as ever at its own scale
+        check_options(512, 400, 800, 6)

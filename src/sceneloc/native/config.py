@@ -51,6 +51,8 @@ class NativeConfig(PretrainedConfig):
         presence_calibration: tuple[float, ...] | list[float] = (1.0, 0.0, 0.0),
         relation_kernels: int = 8,
         relation_radius: int = 15,
+        tile_side: int | None = None,
+        tile_presence_calibration: tuple[float, ...] | list[float] | None = None,
         **kwargs: Any,
     ) -> None:
         if fusion not in FUSIONS:
@@ -86,4 +88,12 @@ class NativeConfig(PretrainedConfig):
         # from, and how many cells they reach from the anchor.
         self.relation_kernels = relation_kernels
         self.relation_radius = relation_radius
+        # Tiling (``sceneloc.tiling``): the side of the scenes the model was trained on, the
+        # tiles ``tiles="auto"`` cuts a larger image into; and the presence weights fitted on
+        # such tiles (``scripts/calibrate_native_tiles.py``), where a relation's anchor may lie
+        # outside the tile. Without them tiles are the input side and use the image's weights.
+        self.tile_side = tile_side
+        self.tile_presence_calibration = (
+            None if tile_presence_calibration is None else list(tile_presence_calibration)
+        )
         super().__init__(**kwargs)

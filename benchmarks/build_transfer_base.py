@@ -190,17 +190,32 @@ def headline(result: dict[str, Any]) -> str:
 
 def finetune_command(
     model: Path, data: dict[str, Path], out: Path, minutes: float, options: dict[str, Any],
-    config: dict[str, Any],
+    config: dict[str, Any], epochs: int | None = None,
 ) -> list[str]:  # fmt: skip
-    """``sceneloc finetune`` with a YAML config beside the run for the loop's other keys."""
+    """``sceneloc finetune`` with a YAML config beside the run for the loop's other keys; a
+    time budget alone (``epochs=None``), or ``epochs`` with ``minutes`` as a cap, so that a
+    shared CPU slows the run down rather than cutting it short."""
     out.parent.mkdir(parents=True, exist_ok=True)
     config_path = out.parent / f"{out.name}.yaml"
     config_path.write_text("".join(f"{k}: {v}\n" for k, v in config.items()), encoding="utf-8")
     flags = [f"--{k}={v}" for k, v in options.items()]
     return sceneloc(
         "finetune", "--model", str(model), "--data", str(data["train"]), "--val",
-        str(data["val"]), "--out", str(out), "--epochs", "1000", "--max-minutes", str(minutes),
+        str(data["val"]), "--out", str(out), "--epochs", str(epochs or 1000),
+        "--max-minutes", str(minutes),
         "--config", str(config_path), *flags,
+    )  # fmt: skip
+
+
+def add_run_length_options(parser: argparse.ArgumentParser) -> None:
+    """``--epochs`` and ``--absent-fraction``, shared with the transfer benchmark."""
+    parser.add_argument(
+        "--epochs", type=int,
+        help="Train this many epochs, --minutes being only a cap (default: --minutes alone).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--absent-fraction", type=float, default=0.0,
+        help="Also train this share of queries whose referent is absent (no target).",
     )  # fmt: skip
 
 
@@ -221,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--schedule", choices=("stable-decay", "cosine"), default=BASE_CONFIG["lr_schedule"]
     )
+    add_run_length_options(parser)
     args = parser.parse_args(argv)
     out: Path = args.out
     if (out / "run").exists():
@@ -233,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     config = {**BASE_CONFIG, "lr_schedule": args.schedule}
     images = {"train": args.train_images, "val": args.val_images, "test": args.test_images}
     data = make_domain(out / "data-a", DOMAIN_A, args.seed, images, commands)
+    training = {**BASE_TRAINING, "absent-fraction": args.absent_fraction}
     run(
-        finetune_command(init, data, out / "run", args.minutes, BASE_TRAINING, config),
+        finetune_command(init, data, out / "run", args.minutes, training, config, args.epochs),
         commands,
     )
     trained = time.perf_counter() - started
@@ -243,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base on domain A's test ({on_a['n']} queries): {headline(on_a)}", flush=True)
     summary = {
         "domain_a": DOMAIN_A, "scenes": SCENES, "model": MODEL, "swin": SWIN, "bert": BERT,
-        "image_side": IMAGE_SIDE, "training": BASE_TRAINING, "config": config,
+        "image_side": IMAGE_SIDE, "training": training, "config": config,
+        "epochs": args.epochs,
         "init": str(init),
         "images": images, "seed": args.seed, "minutes": args.minutes, "commands": commands,
         "seconds": round(trained, 1), "checkpoint": str(best), "test_a": on_a,

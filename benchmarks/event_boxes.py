@@ -23,8 +23,10 @@ Run from the repository root:
     python benchmarks/event_boxes.py [--model native-synth] [--images 100] [--seed 2027]
 
 ``--model`` is the per-phrase grounder (a short name or a model directory, for example a
-fine-tuned Grounding DINO). Every answer is taken at threshold 0, so accuracy measures
-boxes, not refusals.
+fine-tuned Grounding DINO). ``--domain a`` or ``b`` draws the scenes of the transfer
+benchmark's domain instead (``benchmarks/build_transfer_base.py``: its colours, shapes,
+ground and small images), for a grounder trained there. Every answer is taken at threshold
+0, so accuracy measures boxes, not refusals.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ import sceneloc
 from sceneloc.boxes import iou_matrix, union_box
 from sceneloc.events import locate_events, split_event
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_transfer_base import DOMAIN_A, DOMAIN_B, SCENES  # the sibling script
+
+#: The transfer benchmark's domains, drawn with its scene settings but event queries.
+DOMAINS = {"a": DOMAIN_A, "b": DOMAIN_B}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,6 +62,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--seed", type=int, default=2027)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--domain", choices=["full", *DOMAINS], default="full")
     args = parser.parse_args()
     phrases = sceneloc.load(args.model, device=args.device)
     learnt = sceneloc.load("native-synth", device=args.device)
@@ -79,7 +88,8 @@ def main() -> None:
         data = Path(folder) / "scenes"
         subprocess.run([sys.executable, "-m", "sceneloc", "data", "synth", "--out", str(data),
                         "--num-images", str(args.images), "--seed", str(args.seed),
-                        "--splits", "test=1", "--query-types", "relation,group"],
+                        "--splits", "test=1", "--query-types", "relation,group",
+                        *domain_options(args.domain)],
                        check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         for line in (data / "scenes.jsonl").read_text().splitlines():
             scene = json.loads(line)
@@ -102,6 +112,14 @@ def main() -> None:
     report(args, hits, seconds)
 
 
+def domain_options(domain: str) -> list[str]:
+    """``sceneloc data synth`` options of a transfer domain (none for the full one)."""
+    if domain not in DOMAINS:
+        return []
+    settings = {k: v for k, v in SCENES.items() if k != "query-types"}
+    return [f"--{k}={v}" for k, v in {**settings, **DOMAINS[domain]}.items()]
+
+
 def best_phrase_box(grounder: sceneloc.Grounder, image, text: str) -> list[float] | None:
     """The highest-scoring box of any of the query's participant phrases."""
     asked = [p.phrase for p in split_event(text).participants]
@@ -118,7 +136,8 @@ def report(args: argparse.Namespace, hits: dict, seconds: dict[str, float]) -> N
     ways = list(seconds)
     table = Table(
         title=f"Acc@0.5 against the box of everything named: phrases by {args.model}, "
-        f"learnt by native-synth ({args.images} images, seed {args.seed})"
+        f"learnt by native-synth ({args.images} images, seed {args.seed}, "
+        f"domain {args.domain})"
     )
     for column in ("queries", "n", *ways):
         table.add_column(column, justify="left" if column == "queries" else "right")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_transfer_base import (  # the sibling script
     DOMAIN_B,
     SCENES,
+    add_run_length_options,
     evaluate,
     finetune_command,
     headline,
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=15)
     parser.add_argument("--test-images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=2, help="Domain B's data seed.")
+    add_run_length_options(parser)
     args = parser.parse_args(argv)
     out: Path = args.out
     if (out / "run").exists():
@@ -96,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     sampler = LoadSampler()
     sampler.start()
     started = time.perf_counter()
+    training = {**TRANSFER_TRAINING, "absent-fraction": args.absent_fraction}
     command = finetune_command(
-        base, data, out / "run", args.minutes, TRANSFER_TRAINING, TRANSFER_CONFIG
+        base, data, out / "run", args.minutes, training, TRANSFER_CONFIG, args.epochs
     )
     try:
         run(command, commands)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {out / 'run' / 'report.md'}")
     summary = {
         "base": str(base), "domain_b": DOMAIN_B, "scenes": SCENES, "images": images,
-        "seed": args.seed, "minutes": args.minutes, "training": TRANSFER_TRAINING,
+        "seed": args.seed, "minutes": args.minutes, "epochs": args.epochs, "training": training,
         "config": TRANSFER_CONFIG, "commands": commands, "seconds": round(seconds, 1),
         "load_before": load_before, "load_after": load_after, "load_during": load_during,
         "cpu_count": os.cpu_count(), "before": before,

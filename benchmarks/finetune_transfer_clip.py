@@ -21,7 +21,10 @@ knows the images as they are on disk).
     OMP_NUM_THREADS=1 python benchmarks/finetune_transfer_clip.py --out /work/runs/clip-transfer
 
 Prints plain CLIP's Acc@0.5 on domain A (it learned that domain) and on B, the head's on B,
-and writes OUT/transfer.json; OUT/run is the ``sceneloc finetune`` run (report.md).
+then calibrates the fine-tuned model's "not there" (``fit_calibration``, the code of
+``sceneloc calibrate``, called here because the oracle lives in this process) on B's val
+scenes and prints absent queries refused and present ones kept on B's test scenes before and
+after, and writes OUT/transfer.json; OUT/run is the ``sceneloc finetune`` run (report.md).
 ``--random-clip`` is the control: the same with a CLIP never trained at all, to show how much
 of the head's figure its CLIP features' pretraining is worth.
 """
@@ -55,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import sceneloc
 from checkpoints.clip import BOS, EOS, build_rt_detr, clip_vocabulary
 from sceneloc.backends.clip_rerank import ClipRerankBackend, square_crop
+from sceneloc.calibration import fit_calibration, query_scores, rates
 from sceneloc.data import read_samples, write_samples
 from sceneloc.data.synth.vocab import COLORS, PLURALS, SHAPES, SIZE_WORDS
 from sceneloc.evaluation import evaluate_model
@@ -223,6 +227,25 @@ def acc(data: Path, checkpoint: Path, **options: Any) -> dict[str, Any]:
     return {"acc@0.5": result["acc@0.5"], "miou": result["miou"], "n": result["n"]}
 
 
+def calibrate(checkpoint: Path, val: Path, test: Path, out: Path) -> dict[str, Any]:
+    """Platt-calibrate ``checkpoint`` on ``val``; refused and kept on ``test`` before (the
+    family's default threshold) and after (0.5), each query with as many absent ones."""
+    grounder = sceneloc.load(str(checkpoint), device="cpu")
+    fit_calibration(grounder, val, limit=None, method="platt").save(out)
+    calibrated = sceneloc.load(str(checkpoint), device="cpu", calibration=out)
+    figures = {
+        "before": rates(query_scores(grounder, test, limit=None, seed=11),
+                        grounder.backend.default_threshold),
+        "after": rates(query_scores(calibrated, test, limit=None, seed=11), 0.5),
+    }  # fmt: skip
+    for name, row in figures.items():
+        print(f"not there, {name} calibration (threshold {row['threshold']:g}), domain B "
+              f"held-out: absent refused {row['absent_refused']:.3f}, present kept "
+              f"{row['present_kept']:.3f} (right box {row['present_kept_right_box']:.3f}), "
+              f"ROC AUC {row['roc_auc']:.3f}", flush=True)  # fmt: skip
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("/work/runs/clip-transfer"))
@@ -287,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         plain, head = parts[name]["plain"], parts[name]["head"]
         print(f"  {name} ({head['n']} queries): plain {plain['acc@0.5']:.3f}, "
               f"head {head['acc@0.5']:.3f}", flush=True)  # fmt: skip
+    not_there = calibrate(result.best, b_val, b_test, out / "calibration.json")
     summary = {"plain_a": plain_a, "plain_b": plain_b, "head_b": head_b, "gain": gain,
-               "by_query": parts,
+               "by_query": parts, "calibration": not_there,
                "finetune_seconds": round(seconds, 1), "minutes": args.minutes,
                "clip_steps": 0 if args.random_clip else args.clip_steps,
                "domain_a": DOMAIN_A, "domain_b": DOMAIN_B,

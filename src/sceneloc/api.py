@@ -21,7 +21,6 @@ from sceneloc.candidates import Candidates
 from sceneloc.errors import (
     CalibrationError,
     InvalidBoxError,
-    InvalidOptionError,
     InvalidQueryError,
     SceneLocError,
 )
@@ -29,7 +28,15 @@ from sceneloc.images import ImageInput, load_image
 from sceneloc.registry import Capability, ModelSettings, Task, as_task, default_model, resolve
 from sceneloc.results import DescribeAnswer, LocateAnswer, LocateResult, RegionDescription
 from sceneloc.targets import choose_targets
-from sceneloc.tiling import TileSetting, parse_overlap, parse_tiles
+from sceneloc.tiling import (
+    TileSetting,
+    Tiling,
+    check_tiling,
+    parse_overlap,
+    parse_tiles,
+    predict_tiled,
+    tile_side,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -218,17 +225,31 @@ class Grounder(TaskModel):
         )
 
     def _predictor(self, tiles: TileSetting, overlap: float, options: dict) -> Predict:
-        """The backend's ``predict`` with this call's options. Tiling is not in this version
-        yet: asking for it is refused rather than silently answered untiled."""
-        if tiles != "off":
-            raise InvalidOptionError(
-                f"tiles={tiles!r}: tiling is not in this version of sceneloc yet; use tiles=off"
-            )
+        """The backend's ``predict`` with this call's options; with ``tiles``, an image larger
+        than a tile is also looked at tile by tile (:func:`sceneloc.tiling.predict_tiled`)."""
+        backend = self.backend
+        setting = check_tiling(tiles, backend)
 
         def predict(image, queries, threshold):
-            return self.backend.predict(image, queries, threshold, **options)
+            return backend.predict(image, queries, threshold, **options)
 
-        return predict
+        if setting == "off":
+            return predict
+        if setting == "auto" and backend.input_side is None:
+            logger.info("%s states no input side: tiles=auto looks at images whole", self.name)
+            return predict
+
+        def predict_tiles(tiles, queries, threshold):
+            return backend.predict_tiles(tiles, queries, threshold, **options)
+
+        def tiled(image, queries, threshold):
+            side = tile_side(setting, *image.size, backend.input_side or 0)
+            if side is None:
+                return predict(image, queries, threshold)
+            how = Tiling(side, overlap, backend.default_threshold)
+            return predict_tiled(image, queries, threshold, how, predict, predict_tiles)
+
+        return tiled
 
     def _result(
         self, text: str, found: Candidates, image: Image.Image, threshold: float, top_k: int

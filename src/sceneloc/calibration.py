@@ -165,6 +165,17 @@ class CalibratedBackend:
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
         raw = self.uncalibrated.predict(image, queries, self.calibration.raw_threshold(threshold))
+        return self._calibrated(raw)
+
+    def predict_tiles(
+        self, tiles: list[Image.Image], queries: list[str], threshold: float, **options: Any
+    ) -> list[list[Candidates]]:
+        """The tiles' candidates calibrated too (``__getattr__`` would pass them on raw)."""
+        raw_threshold = self.calibration.raw_threshold(threshold)
+        found = self.uncalibrated.predict_tiles(tiles, queries, raw_threshold, **options)
+        return [self._calibrated(tile) for tile in found]
+
+    def _calibrated(self, raw: list[Candidates]) -> list[Candidates]:
         return [replace(found, scores=self.calibration.probability(found.scores)) for found in raw]
 
     def __getattr__(self, name: str) -> Any:

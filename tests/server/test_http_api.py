@@ -228,6 +228,7 @@ def test_models_and_healthz(client):
             "capabilities": [
                 "image encoded once per call",
                 "calibrated presence score",
+                "safe to tile",
                 "learnt event boxes",
                 "own targets",
                 "trainable",

@@ -54,6 +54,9 @@ class Backend(ABC):
 
     #: The registry entry of this backend's family, set by ``register_backend``.
     family: ClassVar[BackendFamily]
+    #: The side, in pixels, the model reads images at: ``tiles="auto"`` tiles an image much
+    #: larger, in tiles this size. ``None``: the family is never tiled by ``auto``.
+    input_side: int | None = None
 
     def __init__(self, model: nn.Module, checkpoint: str | None) -> None:
         """``model`` is the one whose device and dtype inputs are moved to; subclasses put
@@ -99,6 +102,13 @@ class Backend(ABC):
         Candidates scoring below ``threshold`` may be left out.
         """
         raise TaskNotSupportedError(f"{self.family.name} models do not locate")
+
+    def predict_tiles(
+        self, tiles: list[Image.Image], queries: list[str], threshold: float, **options: Any
+    ) -> list[list[Candidates]]:
+        """:meth:`predict` on each tile of a large image: per tile, each query's candidates in
+        the tile's pixels. Families that can batch images override it; this one loops."""
+        return [self.predict(tile, queries, threshold, **options) for tile in tiles]
 
     def describe(
         self,

@@ -118,6 +118,9 @@ class SharedBackbone:
     ],
 )
 class GroundingDinoBackend(Backend):
+    #: The processor's shortest edge (the longest at most 1333).
+    input_side = 800
+
     #: Tokens scoring above this form a candidate's label (the processor's default).
     text_threshold = 0.25
 

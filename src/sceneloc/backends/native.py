@@ -68,6 +68,7 @@ class NativeModelBackend(Backend):
         Capability.TRAINABLE,
         Capability.EVENT_BOXES,
         Capability.TARGETS,
+        Capability.SAFE_TO_TILE,
     ],
     # The (calibrated) presence probability a referent needs to be reported.
     settings=ModelSettings(default_threshold=0.5),
@@ -83,33 +84,79 @@ class NativeBackend(NativeModelBackend):
     model_class = NativeGroundingModel
     model: NativeGroundingModel
 
+    #: Tiles encoded together: bounds memory whatever the image's size.
+    tile_batch_size = 16
+
+    @property
+    def input_side(self) -> int:  # type: ignore[override]
+        """The side of the scenes it was trained on where the config says, else its input."""
+        return self.config.tile_side or self.config.image_size
+
     @torch.inference_mode()
-    def forward(self, image: Image.Image, queries: list[str]) -> NativeOutput:
-        """The model's raw outputs for the queries about one image."""
-        pixels = torch.from_numpy(resize(image, self.config.image_size))[None].to(self.device)
+    def forward(self, image: Image.Image | list[Image.Image], queries: list[str]) -> NativeOutput:
+        """The model's raw outputs for the queries about one image; given several images,
+        every query about each, image by image (rows ``image * len(queries) + query``)."""
+        images = image if isinstance(image, list) else [image]
+        pixels = np.stack([resize(each, self.config.image_size) for each in images])
         text = tokenize(self.tokenizer, queries, self.config)
+        rows = len(images) * len(queries)
         return self.model(
-            pixel_values=normalize(pixels, self.config).to(self.dtype),
-            input_ids=text["input_ids"].to(self.device),
-            attention_mask=text["attention_mask"].to(self.device),
-            image_index=torch.zeros(len(queries), dtype=torch.long, device=self.device),
+            pixel_values=normalize(torch.from_numpy(pixels).to(self.device), self.config).to(
+                self.dtype
+            ),
+            input_ids=text["input_ids"].repeat(len(images), 1).to(self.device),
+            attention_mask=text["attention_mask"].repeat(len(images), 1).to(self.device),
+            image_index=torch.arange(rows, device=self.device) // len(queries),
         )
 
     def predict(self, image: Image.Image, queries: list[str], threshold: float) -> list[Candidates]:
-        outputs = self.forward(image, queries)
-        scores = self.model.presence_probability(outputs).float().cpu().numpy()
-        boxes = to_pixels(outputs.boxes.float().cpu().numpy(), image.width, image.height)
+        (found,) = self._answers([image], queries)
+        return found
+
+    def predict_tiles(
+        self, tiles: list[Image.Image], queries: list[str], threshold: float
+    ) -> list[list[Candidates]]:
+        """Tiles through the model ``tile_batch_size`` at a time, scored by the presence
+        weights fitted on tiles where the config has them."""
+        weights = self.config.tile_presence_calibration
+        step = self.tile_batch_size
+        return [
+            found
+            for start in range(0, len(tiles), step)
+            for found in self._answers(tiles[start : start + step], queries, weights)
+        ]
+
+    def _answers(
+        self, images: list[Image.Image], queries: list[str], weights: list[float] | None = None
+    ) -> list[list[Candidates]]:
+        """Per image, each query's one box scored by the model's presence probability, or
+        by ``sigmoid(presence features @ weights)`` with other ``weights``."""
+        outputs = self.forward(images, queries)
+        if weights is None:
+            scores = self.model.presence_probability(outputs)
+        else:
+            features = self.model.presence_features(outputs)
+            scores = (features @ torch.tensor(weights, device=features.device)).sigmoid()
+        scores = scores.float().cpu().numpy().reshape(len(images), len(queries))
+        boxes = outputs.boxes.float().cpu().numpy().reshape(len(images), len(queries), 4)
         best = [
-            Candidates(box[None], score[None], [query])
-            for query, box, score in zip(queries, boxes, scores)
+            [
+                Candidates(box[None], score[None], [query])
+                for query, box, score in zip(queries, to_pixels(image_boxes, *image.size), row)
+            ]
+            for image, image_boxes, row in zip(images, boxes, scores)
         ]
         if outputs.referent_logits is None:
             return best
-        referents = outputs.referent_logits.float().sigmoid().cpu().numpy()
-        cells = outputs.cell_boxes.float().cpu().numpy()
+        shape = (len(images), len(queries), -1)
+        referents = outputs.referent_logits.float().sigmoid().cpu().numpy().reshape(shape)
+        cells = outputs.cell_boxes.float().cpu().numpy().reshape(*shape, 4)
         return [
-            Candidates.concatenate([first, self._others(first, cell_boxes, probability, image)])
-            for first, cell_boxes, probability in zip(best, cells, referents)
+            [
+                Candidates.concatenate([first, self._others(first, cell_boxes, named, image)])
+                for first, cell_boxes, named in zip(row, image_cells, image_referents)
+            ]
+            for image, row, image_cells, image_referents in zip(images, best, cells, referents)
         ]
 
     @staticmethod

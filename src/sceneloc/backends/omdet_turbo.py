@@ -82,6 +82,9 @@ DEFAULT_TIMM_BACKBONE = {"backbone": "swin_tiny_patch4_window7_224", "out_indice
     ],
 )
 class OmDetTurboBackend(Backend):
+    #: The processor resizes to a 640 px square.
+    input_side = 640
+
     def __init__(
         self,
         model: OmDetTurboForObjectDetection,

@@ -47,6 +47,9 @@ from sceneloc.registry import Capability, Model, ModelSettings, Task, register_b
     ],
 )
 class Owlv2Backend(Backend):
+    #: The processor pads and resizes to a 960 px square.
+    input_side = 960
+
     def __init__(
         self,
         model: Owlv2ForObjectDetection,

@@ -64,8 +64,8 @@ Tiles = Annotated[
     str,
     typer.Option(
         help="Look at a large image tile by tile as well as whole: auto (when it is much "
-        "larger than the model's input), off, or a tile side in pixels. Not in this version "
-        "yet: only off is taken."
+        "larger than the model's input), off, or a tile side in pixels. Models not safe to "
+        "tile (generative ones) take off or auto (then: whole image only)."
     ),
 ]
 TileOverlap = Annotated[

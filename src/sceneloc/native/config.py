@@ -52,6 +52,8 @@ class NativeConfig(PretrainedConfig):
         relation_kernels: int = 8,
         relation_radius: int = 15,
         referent_head: bool = False,
+        tile_side: int | None = None,
+        tile_presence_calibration: tuple[float, ...] | list[float] | None = None,
         **kwargs: Any,
     ) -> None:
         if fusion not in FUSIONS:
@@ -91,4 +93,12 @@ class NativeConfig(PretrainedConfig):
         # Per visual token "is this one of the query's targets" (``cross-attention`` only): how
         # many things a query refers to and which (``LocateResult.targets``).
         self.referent_head = referent_head
+        # Tiling (``sceneloc.tiling``): the side of the scenes the model was trained on, the
+        # tiles ``tiles="auto"`` cuts a larger image into; and the presence weights fitted on
+        # such tiles (``scripts/calibrate_native_tiles.py``), where a relation's anchor may lie
+        # outside the tile. Without them tiles are the input side and use the image's weights.
+        self.tile_side = tile_side
+        self.tile_presence_calibration = (
+            None if tile_presence_calibration is None else list(tile_presence_calibration)
+        )
         super().__init__(**kwargs)

@@ -39,7 +39,7 @@ from sceneloc.server.schemas import (
     ModelsResponse,
     error_response,
 )
-from sceneloc.tiling import parse_tiles
+from sceneloc.tiling import check_tiling, parse_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ def create_app(
             str,
             Form(
                 description="Look at a large image tile by tile as well as whole: auto (when it "
-                "is much larger than the model's input), off, or a tile side in pixels. Not in "
-                "this version yet: only off is taken (others: 400)."
+                "is much larger than the model's input), off, or a tile side in pixels (422 on a "
+                "model not safe to tile; auto then looks at the image whole)."
             ),
         ] = "off",
         tile_overlap: Annotated[
@@ -173,7 +173,8 @@ def create_app(
         """Locate each query in the image: the `sceneloc locate --json` object plus timing."""
         texts = normalize_queries(queries)  # fail fast, before decoding
         try:
-            how = {"tiles": parse_tiles(tiles), "tile_overlap": tile_overlap, "events": events}
+            setting = check_tiling(parse_tiles(tiles), grounder.backend)
+            how = {"tiles": setting, "tile_overlap": tile_overlap, "events": events}
         except InvalidOptionError as exc:
             raise HTTPException(422, str(exc)) from None
         picture = await decode(image)

@@ -38,8 +38,8 @@ def lay_out(
 ) -> Layout | None:
     """Plant the arrangements, then fill up to ``count`` shapes of ``domain``; ``None`` when
     they won't fit."""
-    scale = crowd_scale(count)
     base = domain.size_base(side)
+    scale = crowd_scale(count, (side / base) ** 2)
     canvas = Canvas(side, count)
     groups: list[PlantedGroup] = []
     for arrangement in arrangements:

@@ -12,7 +12,7 @@ CROWD = 60
 #: Smallest allowed extent, in pixels, of a small shape.
 MIN_PIXELS = 7
 MIN_SIZE, MAX_SIZE = 160, 4096
-MIN_OBJECTS, MAX_OBJECTS = 4, 200
+MIN_OBJECTS, MAX_OBJECTS = 4, 5000
 MAX_QUERIES = 20
 
 
@@ -20,9 +20,11 @@ class SynthError(SceneLocError, ValueError):
     """Bad generator settings (an impossible range, too small an image) or an unwritable output."""
 
 
-def crowd_scale(num_objects: int) -> float:
-    """The factor every shape's diameter is multiplied by in a scene of ``num_objects``."""
-    return min(1.0, math.sqrt(CROWD / num_objects))
+def crowd_scale(num_objects: int, room: float = 1.0) -> float:
+    """The factor every shape's diameter is multiplied by in a scene of ``num_objects``;
+    ``room``: how many scenes of the object size base the image holds (``(size / base)**2``),
+    so that a huge scene of small-scene objects is only crowded as its density asks."""
+    return min(1.0, math.sqrt(CROWD * room / num_objects))
 
 
 def check_options(
@@ -41,7 +43,8 @@ def check_options(
             f"need {MIN_OBJECTS} <= min objects <= max objects <= {MAX_OBJECTS}, "
             f"got min {min_objects} and max {max_objects}"
         )
-    smallest = SIZE_RANGES["small"][0] * (size_base or size) * crowd_scale(max_objects)
+    base = size_base or size
+    smallest = SIZE_RANGES["small"][0] * base * crowd_scale(max_objects, (size / base) ** 2)
     if smallest < MIN_PIXELS:
         raise SynthError(
             f"{max_objects} objects do not fit a {size} px image (small shapes would be "

@@ -264,3 +264,20 @@ def test_the_server_answers_with_calibrated_scores(platt_dir, uncalibrated, scen
     assert response.status_code == 200, response.text
     expected = calibrated.locate(image, [sample.query], threshold=0.0).to_dict()
     assert response.json()["results"] == expected["results"]
+
+
+def test_a_files_own_no_target_queries_count_as_absent(uncalibrated, tmp_path):
+    """Data with ``absent`` samples (no box) calibrates: those are absent queries, beside the
+    borrowed ones, and only the queries with a target count as present."""
+    from sceneloc.calibration import query_scores
+    from sceneloc.data.synth import make_domain
+
+    generate(tmp_path, num_images=4, seed=43, size=320, min_objects=10, max_objects=20,
+             splits="val=1", domain=make_domain(query_types="attribute,absent"))  # fmt: skip
+    samples = list(read_samples(tmp_path / "annotations.jsonl"))
+    with_target = sum(sample.box is not None for sample in samples)
+    assert 0 < with_target < len(samples)
+    scores = query_scores(sceneloc.load(str(uncalibrated), device="cpu"),
+                          tmp_path / "annotations.jsonl")  # fmt: skip
+    assert len(scores.present) == len(scores.right_box) == with_target
+    assert len(scores.absent) > len(samples) - with_target

@@ -219,7 +219,8 @@ def query_scores(
     grounder: Grounder, data: str | Path, limit: int | None = DEFAULT_LIMIT, seed: int = 0
 ) -> QueryScores:
     """Ask each image of ``data`` (its first ``limit`` samples) its own queries and as many
-    certainly absent ones; the best candidate's score of each (0 when there is none)."""
+    certainly absent ones; the best candidate's score of each (0 when there is none). The
+    data's own no-target queries are absent ones too."""
     from sceneloc.boxes import iou_matrix
     from sceneloc.data.format import read_samples
     from sceneloc.data.scenes import scenes_beside
@@ -235,13 +236,16 @@ def query_scores(
     rng = np.random.default_rng(seed)
     present, absent, right = [], [], []
     for group in groups:
-        others = [absent_queries.sample(group, rng) for _ in group.queries]
+        there = [(query, box) for query, box in zip(group.queries, group.boxes) if box is not None]
+        others = [query for query, box in zip(group.queries, group.boxes) if box is None]
+        others += [absent_queries.sample(group, rng) for _ in there]
         others = [query for query in others if query is not None]
-        found = grounder.locate(group.path, group.queries + others, threshold=0.0, top_k=1)
+        asked = [query for query, _ in there] + others
+        found = grounder.locate(group.path, asked, threshold=0.0, top_k=1)
         scores = [0.0 if result.score is None else result.score for result in found]
-        present += scores[: len(group.queries)]
-        absent += scores[len(group.queries) :]
-        for result, box in zip(found, group.boxes):
+        present += scores[: len(there)]
+        absent += scores[len(there) :]
+        for result, (_, box) in zip(found, there):
             right.append(result.box is not None and iou_matrix([result.box], [box])[0, 0] >= 0.5)
     if not absent:
         raise CalibrationError(

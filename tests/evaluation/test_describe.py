@@ -174,3 +174,15 @@ def test_bad_inputs_one_line_exit_2(references, tmp_path):
     result = runner.invoke(app, ["evaluate", "--data", str(references), "--predictions", str(good),
                                  "--listener", "native-synth"])  # fmt: skip
     assert result.exit_code == 2 and "--listener is for --task describe" in result.stderr
+
+
+def test_a_no_target_sample_is_no_region_to_describe():
+    """gRefCOCO-style data (a description of nothing there) still gives the other regions."""
+    samples = [
+        Sample("a", "x.png", "the red circle", [1.0, 2.0, 30.0, 40.0], "test"),
+        Sample("b", "x.png", "the blue star", None, "test", boxes=[]),
+    ]
+    regions = read_regions(samples)
+    assert [(r.box, r.references) for r in regions] == [
+        ([1.0, 2.0, 30.0, 40.0], ("the red circle",))
+    ]

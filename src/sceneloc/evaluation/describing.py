@@ -87,10 +87,11 @@ def read_regions(
     samples: Iterable[Sample], split: str | None = None, limit: int | None = None
 ) -> list[Region]:
     """The unique ``(image, box)`` regions of the samples (of ``split``, the first ``limit``),
-    in the order they first appear, each with all its references."""
+    in the order they first appear, each with all its references; a no-target sample has
+    no region."""
     found: dict[RegionKey, list[Sample]] = {}
     for sample in samples:
-        if split is None or sample.split == split:
+        if sample.box is not None and (split is None or sample.split == split):
             found.setdefault(_box_key(sample.image, sample.box), []).append(sample)
     return [
         Region(

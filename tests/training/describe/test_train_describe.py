@@ -56,3 +56,16 @@ def test_bad_task_or_option_is_one_line_exit_2(synth, tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_describe_training_skips_no_target_samples(tmp_path):
+    """A description of nothing there (gRefCOCO's no-target samples) is no region to learn."""
+    from sceneloc.data.format import Sample
+    from sceneloc.training.describe.dataset import region_groups
+
+    samples = [
+        Sample("a", "x.png", "the red circle", [1.0, 2.0, 30.0, 40.0], "train"),
+        Sample("b", "x.png", "the blue star", None, "train", boxes=[]),
+    ]
+    (group,) = region_groups(samples, tmp_path)
+    assert group.boxes == [[1.0, 2.0, 30.0, 40.0]] and group.references == [["the red circle"]]

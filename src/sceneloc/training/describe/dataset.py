@@ -67,6 +67,8 @@ def region_groups(
     groups: dict[Path, RegionGroup] = {}
     captions: dict[Path, dict[tuple[float, ...], str]] = {}
     for sample in samples:
+        if sample.box is None:  # a description of nothing there has no region to describe
+            continue
         path = sample.image_path(root)
         image_id = None if sample.image_id is None else str(sample.image_id)
         group = groups.setdefault(path, RegionGroup(path, image_id))

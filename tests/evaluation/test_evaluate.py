@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -174,6 +175,8 @@ class CountingGrounder:
     def __init__(self):
         self.calls: list[tuple[str, int]] = []
 
+    backend = SimpleNamespace(default_threshold=0.5)
+
     def locate(self, image, queries, threshold=None, top_k=5):
         self.calls.append((Path(image).name, len(queries)))
         picture = Image.new("RGB", (160, 96))
@@ -316,3 +319,21 @@ def test_empty_data_is_an_error(predictions, tmp_path):
     empty.write_text("\n")
     result = evaluate("--data", empty, "--predictions", predictions)
     assert result.exit_code == 2 and f"no samples to evaluate in {empty}" in result.stderr
+
+
+def test_target_metrics_refuse_at_the_models_own_threshold(tmp_path):
+    """Top-box accuracy is scored at threshold 0, but N-acc needs refusals: it is the same
+    whether the boxes were asked at 0 or at the model's own threshold."""
+    import sceneloc
+    from sceneloc.data.synth import generate, make_domain
+
+    generate(tmp_path, num_images=4, seed=78, splits="test=1",
+             domain=make_domain(query_types="attribute,multiple,absent"))  # fmt: skip
+    grounder = sceneloc.load("native-synth", device="cpu")
+    data = tmp_path / "annotations.jsonl"
+    at_zero = evaluate_model(data, grounder, threshold=0.0).to_dict()
+    at_own = evaluate_model(data, grounder, threshold=None).to_dict()
+    assert at_zero["n-acc"] is not None and at_zero["n-acc"] > 0
+    for key in TARGET_KEYS:
+        assert at_zero[key] == at_own[key]
+    assert at_zero["acc@0.5"] >= at_own["acc@0.5"]

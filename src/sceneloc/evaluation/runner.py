@@ -216,8 +216,14 @@ class ModelPredictor:
             )  # fmt: skip
         except InvalidImageError as exc:
             raise InvalidImageError(f"sample {first.id}: {exc}") from None
+        # gRefCOCO's metrics need refusals: targets are those the model reports at its own
+        # threshold (or the one given, if higher), whatever the threshold the box scores at.
+        refusal = max(self.threshold or 0.0, self.grounder.backend.default_threshold)
         return [
-            Prediction(r.box, r.score, r.candidates, answer.image.size, r.targets) for r in answer
+            Prediction(
+                r.box, r.score, r.candidates, answer.image.size, r.targets.with_min_score(refusal)
+            )
+            for r in answer
         ]
 
 
@@ -325,7 +331,9 @@ def evaluate_model(
     ``locate_options`` to every ``locate`` call (``tiles``, ``tile_overlap``, ``events``).
 
     ``threshold=0`` scores the top box of every query (the usual referring-expression
-    accuracy); ``None`` uses the model's own threshold, so "not found" answers score 0.
+    accuracy); ``None`` uses the model's own threshold, so "not found" answers score 0. The
+    targets (gRefCOCO's metrics) are those reported at the model's own threshold, or at
+    ``threshold`` where it is higher: refusing is what N-acc measures.
     """
     options.setdefault("source", getattr(grounder, "name", "model"))
     predictor = ModelPredictor(grounder, threshold, top_k, locate_options)

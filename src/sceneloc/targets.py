@@ -48,7 +48,6 @@ SINGULAR_S = frozenset(
         "boss",
         "gas",
         "lens",
-        "bus",
         "canvas",
         "chess",
         "mattress",

@@ -225,7 +225,7 @@ def query_scores(
     from sceneloc.data.format import read_samples
     from sceneloc.data.scenes import scenes_beside
     from sceneloc.training.native.dataset import group_by_image
-    from sceneloc.training.native.queries import absent_sampler_for
+    from sceneloc.training.native.queries import absent_sampler_for, present_and_absent
 
     data = Path(data)
     groups = group_by_image(islice(read_samples(data), limit), data.parent)
@@ -236,10 +236,7 @@ def query_scores(
     rng = np.random.default_rng(seed)
     present, absent, right = [], [], []
     for group in groups:
-        there = [(query, box) for query, box in zip(group.queries, group.boxes) if box is not None]
-        others = [query for query, box in zip(group.queries, group.boxes) if box is None]
-        others += [absent_queries.sample(group, rng) for _ in there]
-        others = [query for query in others if query is not None]
+        there, others = present_and_absent(group, absent_queries, rng)
         asked = [query for query, _ in there] + others
         found = grounder.locate(group.path, asked, threshold=0.0, top_k=1)
         scores = [0.0 if result.score is None else result.score for result in found]

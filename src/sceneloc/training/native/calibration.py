@@ -26,7 +26,7 @@ from sceneloc.data.format import read_samples
 from sceneloc.data.scenes import scenes_beside
 from sceneloc.images import load_image
 from sceneloc.training.native.dataset import group_by_image
-from sceneloc.training.native.queries import absent_sampler_for
+from sceneloc.training.native.queries import absent_sampler_for, present_and_absent
 
 if TYPE_CHECKING:
     from sceneloc.backends.native import NativeBackend
@@ -89,13 +89,10 @@ def calibrate_presence(
     rng = np.random.default_rng(seed)
     present, absent = [], []
     for group in groups:
-        # the data's own no-target queries are absent ones too
-        there = [q for q, box in zip(group.queries, group.boxes) if box is not None]
-        others = [q for q, box in zip(group.queries, group.boxes) if box is None]
-        others += [absent_queries.sample(group, rng) for _ in there]
-        others = [query for query in others if query is not None]
+        there, others = present_and_absent(group, absent_queries, rng)
+        asked = [query for query, _ in there] + others
         image = load_image(group.path).image
-        features = backend.model.presence_features(backend.forward(image, there + others)).cpu()
+        features = backend.model.presence_features(backend.forward(image, asked)).cpu()
         present.append(features[: len(there)])
         absent.append(features[len(there) :])
     if not sum(len(rows) for rows in absent):

@@ -41,6 +41,18 @@ def absent_sampler_for(groups: list[ImageGroup], scenes: Scenes | None) -> Absen
     return BorrowedQueries(groups)
 
 
+def present_and_absent(
+    group: ImageGroup, sampler: AbsentSampler, rng: np.random.Generator
+) -> tuple[list[tuple[str, list[float]]], list[str]]:
+    """An image's queries for calibrating "not there": those with a target (with its box),
+    and the absent ones: the data's own no-target queries, then one made by ``sampler`` per
+    present query (fewer where it can make none)."""
+    present = [(query, box) for query, box in zip(group.queries, group.boxes) if box is not None]
+    absent = [query for query, box in zip(group.queries, group.boxes) if box is None]
+    made = (sampler.sample(group, rng) for _ in present)
+    return present, absent + [query for query in made if query is not None]
+
+
 def is_synthetic(scenes: Scenes) -> bool:
     """Whether every object is a shape of the synthetic vocabulary, with an id."""
     return all(

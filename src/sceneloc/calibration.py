@@ -3,10 +3,11 @@ the referent is in the image, so that one threshold (0.5) means the same on any 
 
 A pretrained backend's default threshold is a number from its model card, tuned on other
 images; on a user's own, ``found`` says little. :func:`fit_calibration` asks the model the
-validation queries (present) and as many whose referent is certainly absent, made as the
-native model's presence calibration makes them
-(:func:`~sceneloc.training.native.queries.absent_sampler_for`: a colour-shape pair missing
-from a synthetic scene, another image's query otherwise), and fits Platt scaling,
+validation queries (present) and absent ones, chosen as the native model's presence
+calibration chooses them (:func:`~sceneloc.training.native.queries.calibration_sampler`):
+the data's own no-target queries, or for data with none as many whose referent is certainly
+absent (a colour-shape pair missing from a synthetic scene, another image's query
+otherwise), and fits Platt scaling,
 ``p = sigmoid(slope * logit(score) + intercept)``, the two classes weighted equally (the
 same weighted logistic regression,
 :func:`~sceneloc.training.native.calibration.fit_presence`), so that 0.5 balances the two
@@ -219,20 +220,20 @@ def query_scores(
     grounder: Grounder, data: str | Path, limit: int | None = DEFAULT_LIMIT, seed: int = 0
 ) -> QueryScores:
     """Ask each image of ``data`` (its first ``limit`` samples) its own queries and as many
-    certainly absent ones; the best candidate's score of each (0 when there is none). The
-    data's own no-target queries are absent ones too."""
+    absent ones (the data's own no-target queries, or as many certainly absent ones made
+    for data with none); the best candidate's score of each (0 when there is none)."""
     from sceneloc.boxes import iou_matrix
     from sceneloc.data.format import read_samples
     from sceneloc.data.scenes import scenes_beside
     from sceneloc.training.native.dataset import group_by_image
-    from sceneloc.training.native.queries import absent_sampler_for, present_and_absent
+    from sceneloc.training.native.queries import calibration_sampler, present_and_absent
 
     data = Path(data)
     groups = group_by_image(islice(read_samples(data), limit), data.parent)
     if not groups:
         raise CalibrationError(f"{data} has no samples to calibrate on")
     scenes = scenes_beside(data)
-    absent_queries = within_vocabulary(absent_sampler_for(groups, scenes), scenes)
+    absent_queries = within_vocabulary(calibration_sampler(groups, scenes), scenes)
     rng = np.random.default_rng(seed)
     present, absent, right = [], [], []
     for group in groups:
@@ -252,7 +253,7 @@ def query_scores(
     return QueryScores(np.array(present), np.array(absent), np.array(right, dtype=bool))
 
 
-def within_vocabulary(sampler: AbsentSampler, scenes: Scenes | None) -> AbsentSampler:
+def within_vocabulary(sampler: AbsentSampler | None, scenes: Scenes | None) -> AbsentSampler | None:
     """Missing pairs of the data's own colours and shapes only: a model fine-tuned on a few
     colours is asked about things it can name, not about words it never read."""
     from sceneloc.training.native.queries import MissingPairs

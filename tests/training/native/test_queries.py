@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 import sceneloc
 from sceneloc.data import read_samples, read_scenes
-from sceneloc.data.synth import generate
+from sceneloc.data.synth import generate, make_domain
 from sceneloc.training import train
 from sceneloc.training.native import NativeOptions
 from sceneloc.training.native.dataset import GroundingDataset, QueryLabels, group_by_image
@@ -20,7 +20,9 @@ from sceneloc.training.native.queries import (
     MissingPairs,
     SyntheticLabeller,
     absent_sampler_for,
+    calibration_sampler,
     labeller_for,
+    present_and_absent,
 )
 
 #: Objects of the converted photos: (category, box) in a 96 x 64 image.
@@ -56,6 +58,32 @@ def test_synthetic_scenes_get_the_grammars_strategies(tmp_path):
     assert isinstance(absent_sampler_for(groups, scenes), MissingPairs)
     assert labeller_for(None) is None
     assert isinstance(absent_sampler_for(groups, None), BorrowedQueries)
+
+
+def test_calibration_uses_the_datas_own_no_target_queries_when_it_has_them(tmp_path):
+    """Scenes with ``absent`` queries calibrate on exactly those; without any, absent ones
+    are made, one per present query."""
+    rng = np.random.default_rng(0)
+    for folder, types in [("own", "attribute,absent"), ("made", "attribute")]:
+        generate(tmp_path / folder, num_images=3, seed=5, size=160, min_objects=6,
+                 max_objects=10, splits="val=1", domain=make_domain(query_types=types))  # fmt: skip
+        scenes = read_scenes(tmp_path / folder / "scenes.jsonl")
+        groups = group_by_image(read_samples(tmp_path / folder / "annotations.jsonl"),
+                                tmp_path / folder)  # fmt: skip
+        sampler = calibration_sampler(groups, scenes)
+        assert (sampler is None) == (folder == "own")
+        for group in groups:
+            present, absent = present_and_absent(group, sampler, rng)
+            own = [q for q, box in zip(group.queries, group.boxes) if box is None]
+            assert [q for q, _ in present] == [
+                q for q, box in zip(group.queries, group.boxes) if box is not None
+            ]
+            if folder == "own":
+                assert absent == own
+            else:
+                assert not own and len(absent) == len(present)
+                assert not set(absent) & set(group.queries)
+    assert isinstance(sampler, MissingPairs)
 
 
 def test_other_scenes_get_no_labeller_and_borrowed_absent_queries(tmp_path):

@@ -4,9 +4,10 @@ Trained on few absent queries, the presence head alone scores absent queries wel
 0.5 (README, "Saying not there"), so at 0.5 it would refuse almost none. The best cell's
 logit tells plain descriptions apart (present things have a cell that matches well) but not
 relations, whose logits run on another scale. A logistic regression on both (Platt scaling
-with two inputs), fitted on the validation queries (present) and as many certainly absent
-ones (made as for training, :func:`~sceneloc.training.native.queries.absent_sampler_for`),
-with the two classes weighted equally, gives a score whose 0.5 balances the two kinds of
+with two inputs), fitted on the validation queries (present) and absent ones (the data's
+own no-target queries, or, for data with none, as many certainly absent ones made as for
+training: :func:`~sceneloc.training.native.queries.calibration_sampler`), with the two
+classes weighted equally, gives a score whose 0.5 balances the two kinds of
 error. Its weights go in the model's config (``presence_calibration``).
 """
 
@@ -26,7 +27,7 @@ from sceneloc.data.format import read_samples
 from sceneloc.data.scenes import scenes_beside
 from sceneloc.images import load_image
 from sceneloc.training.native.dataset import group_by_image
-from sceneloc.training.native.queries import absent_sampler_for, present_and_absent
+from sceneloc.training.native.queries import calibration_sampler, present_and_absent
 
 if TYPE_CHECKING:
     from sceneloc.backends.native import NativeBackend
@@ -85,7 +86,7 @@ def calibrate_presence(
     photos and nothing to borrow from)."""
     data = Path(data)
     groups = group_by_image(islice(read_samples(data), limit), data.parent)
-    absent_queries = absent_sampler_for(groups, scenes_beside(data))
+    absent_queries = calibration_sampler(groups, scenes_beside(data))
     rng = np.random.default_rng(seed)
     present, absent = [], []
     for group in groups:

@@ -41,14 +41,26 @@ def absent_sampler_for(groups: list[ImageGroup], scenes: Scenes | None) -> Absen
     return BorrowedQueries(groups)
 
 
+def calibration_sampler(groups: list[ImageGroup], scenes: Scenes | None) -> AbsentSampler | None:
+    """What makes absent queries for calibrating "not there": nothing when the data has
+    no-target queries of its own (they show what absence looks like in it: a missing
+    anchor, a size that is not there, which made queries rarely are), else
+    :func:`absent_sampler_for`'s."""
+    if any(box is None for group in groups for box in group.boxes):
+        return None
+    return absent_sampler_for(groups, scenes)
+
+
 def present_and_absent(
-    group: ImageGroup, sampler: AbsentSampler, rng: np.random.Generator
+    group: ImageGroup, sampler: AbsentSampler | None, rng: np.random.Generator
 ) -> tuple[list[tuple[str, list[float]]], list[str]]:
     """An image's queries for calibrating "not there": those with a target (with its box),
-    and the absent ones: the data's own no-target queries, then one made by ``sampler`` per
-    present query (fewer where it can make none)."""
+    and the absent ones: the data's own no-target queries, then one made by ``sampler`` (if
+    any) per present query (fewer where it can make none)."""
     present = [(query, box) for query, box in zip(group.queries, group.boxes) if box is not None]
     absent = [query for query, box in zip(group.queries, group.boxes) if box is None]
+    if sampler is None:
+        return present, absent
     made = (sampler.sample(group, rng) for _ in present)
     return present, absent + [query for query in made if query is not None]
 

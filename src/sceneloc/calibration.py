@@ -39,8 +39,6 @@ from sceneloc.registry import Capability
 if TYPE_CHECKING:
     from sceneloc.api import Grounder
     from sceneloc.backends.base import Backend
-    from sceneloc.data.scenes import Scenes
-    from sceneloc.training.native.dataset import AbsentSampler
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +231,7 @@ def query_scores(
     if not groups:
         raise CalibrationError(f"{data} has no samples to calibrate on")
     scenes = scenes_beside(data)
-    absent_queries = within_vocabulary(calibration_sampler(groups, scenes), scenes)
+    absent_queries = calibration_sampler(groups, scenes)
     rng = np.random.default_rng(seed)
     present, absent, right = [], [], []
     for group in groups:
@@ -251,18 +249,6 @@ def query_scores(
             "(or synthetic scenes beside it)"
         )
     return QueryScores(np.array(present), np.array(absent), np.array(right, dtype=bool))
-
-
-def within_vocabulary(sampler: AbsentSampler | None, scenes: Scenes | None) -> AbsentSampler | None:
-    """Missing pairs of the data's own colours and shapes only: a model fine-tuned on a few
-    colours is asked about things it can name, not about words it never read."""
-    from sceneloc.training.native.queries import MissingPairs
-
-    if isinstance(sampler, MissingPairs) and scenes is not None:
-        values = scenes.attributes()
-        sampler.pairs = [(color, shape) for color, shape in sampler.pairs
-                         if color in values["color"] and shape in values["shape"]]  # fmt: skip
-    return sampler
 
 
 def roc_auc(present: np.ndarray, absent: np.ndarray) -> float:

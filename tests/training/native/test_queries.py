@@ -86,6 +86,25 @@ def test_calibration_uses_the_datas_own_no_target_queries_when_it_has_them(tmp_p
     assert isinstance(sampler, MissingPairs)
 
 
+def test_missing_pairs_name_only_the_datas_own_colours_and_shapes(tmp_path):
+    """On a domain of a few colours and shapes, made absent queries use those words only
+    (a model fine-tuned there never read the others) and name a pair the image lacks."""
+    domain = make_domain(colors="red,blue,green", shapes="circle,square")
+    generate(tmp_path, num_images=4, seed=3, size=160, min_objects=4, max_objects=4,
+             splits="train=1", domain=domain)  # fmt: skip
+    scenes = read_scenes(tmp_path / "scenes.jsonl")
+    groups = group_by_image(read_samples(tmp_path / "annotations.jsonl"), tmp_path)
+    sampler = absent_sampler_for(groups, scenes)
+    rng = np.random.default_rng(0)
+    for group in groups:
+        scene = scenes.find(group.image_id, group.path)
+        present = {f"the {o.attributes['color']} {o.attributes['shape']}" for o in scene.objects}
+        drawn = {sampler.sample(group, rng) for _ in range(20)} - {None}
+        assert drawn and not drawn & present
+        assert {q.split()[1] for q in drawn} <= {"red", "blue", "green"}
+        assert {q.split()[2] for q in drawn} <= {"circle", "square"}
+
+
 def test_other_scenes_get_no_labeller_and_borrowed_absent_queries(tmp_path):
     data = converted_dataset(tmp_path)
     scenes = read_scenes(tmp_path / "scenes.jsonl")

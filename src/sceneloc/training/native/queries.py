@@ -91,13 +91,18 @@ class BorrowedQueries:
 
 
 class MissingPairs:
-    """ "the <colour> <shape>" for a pair the image lacks (held-out pairs are never asked);
-    borrowed queries for an image the scenes do not list."""
+    """ "the <colour> <shape>" for a pair the image lacks, of the scenes' own colours and
+    shapes (a model trained on a few colours is asked about things it can name, not about
+    words it never read; held-out pairs are never asked); borrowed queries for an image the
+    scenes do not list."""
 
     def __init__(self, groups: list[ImageGroup], scenes: Scenes) -> None:
         self.scenes = scenes
         self.borrowed = BorrowedQueries(groups)
-        self.pairs = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT]
+        values = scenes.attributes()
+        colors, shapes = set(values.get("color", [])), set(values.get("shape", []))
+        self.pairs = [(c, s) for c in COLORS for s in SHAPES
+                      if c in colors and s in shapes and (c, s) not in HELD_OUT]  # fmt: skip
 
     def missing_pairs(self, group: ImageGroup) -> list[tuple[str, str]] | None:
         """The (colour, shape) pairs the image lacks; ``None`` when its scene is not listed."""

@@ -101,7 +101,10 @@ def test_batch_of_one_accumulated_twice_steps_like_a_batch_of_two(no_dropout_dir
 
     The learning rate is 0 so that every step is taken at the same weights: a random tiny
     Grounding DINO is chaotic (a change in the 6th digit of a weight flips a query's match),
-    and Adam turns rounding noise (the two runs sum in another order) into such changes."""
+    and Adam turns rounding noise (the two runs sum in another order) into such changes. The
+    tolerance is rounding's (a wrong mean, such as a sum, or a short last group weighed as a
+    full one, is off by a third or more): on some CPUs float32 batches of two sum in another
+    order than two batches of one, up to 1e-5 apart where the largest gradient is 1e-2."""
     data = write_samples(tmp_path / "data", 3)
     common = dict(epochs=2, lr=0.0, augment=False, seed=3, precision="fp32")
     two = applied_gradients(no_dropout_dir, data, tmp_path / "two", batch_size=2, **common)
@@ -112,7 +115,7 @@ def test_batch_of_one_accumulated_twice_steps_like_a_batch_of_two(no_dropout_dir
         scale = max(float(g.abs().max()) for g in batched)
         assert scale > 0
         for a, b in zip(accumulated, batched):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3 * scale)
     rows = {
         name: list(csv.DictReader((tmp_path / name / "metrics.csv").open()))
         for name in ("one", "two")

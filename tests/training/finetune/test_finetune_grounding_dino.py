@@ -7,12 +7,12 @@ import logging
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import transformers
+from accelerate.utils import recursively_apply
 from PIL import Image, ImageDraw
 from transformers import AutoModelForZeroShotObjectDetection
 from transformers.models.grounding_dino.modeling_grounding_dino import build_label_maps
@@ -102,15 +102,10 @@ def test_loss_of_one_image_is_transformers_own(checkpoint):
             )
 
 
-def in_float64(value: Any) -> Any:
-    """A batch with its floating tensors in double precision."""
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return value.double()
-    if isinstance(value, dict):
-        return {key: in_float64(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [in_float64(item) for item in value]
-    return value
+def in_float64(batch: dict) -> dict:
+    """A batch with its floating tensors (pixels, the labels' boxes) in double precision."""
+    floating = lambda t: torch.is_tensor(t) and t.is_floating_point()  # noqa: E731
+    return recursively_apply(torch.Tensor.double, batch, test_type=floating)
 
 
 def test_batched_loss_is_the_mean_of_per_image_losses(checkpoint):
